@@ -1,0 +1,397 @@
+//! The gateway's configuration file (TOML): every field documented, defaults that are
+//! safe, and a `validate()` pass after loading so that a bad file is refused at start-up
+//! with a message naming the field, never discovered by the first client.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Top-level configuration, as read from `sluice.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect and how the worker threads are laid out.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// Client-side TLS. Without it only loopback clients can connect (unless
+    /// `listen.allow_plaintext_non_loopback` is set).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// How client tokens are verified.
+    pub auth: AuthConfig,
+    /// Size and time limits that protect the gateway from bad or slow peers.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// What happens on SIGTERM.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Backends, keyed by the resource name that clients put in `dbname`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceConfig>,
+    /// Directory that relative paths in this file are resolved against (the file's own
+    /// directory); not read from the file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Listener and worker layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Address every worker binds with `SO_REUSEPORT`.
+    pub address: SocketAddr,
+    /// Worker threads, one monoio runtime each; `0` means one per available core.
+    pub workers: usize,
+    /// I/O driver of each worker: `io_uring` (falls back to `epoll` with a warning when the
+    /// kernel refuses io_uring) or `epoll`.
+    pub driver: Driver,
+    /// Pin worker *i* to core *i* (modulo the cores available). Cross-core wake-ups cost
+    /// tens of microseconds on small VMs, so this is on by default.
+    pub pin_workers: bool,
+    /// Accept plaintext (non-TLS) clients from non-loopback addresses. Tokens travel as
+    /// passwords, so this is off by default.
+    pub allow_plaintext_non_loopback: bool,
+    /// io_uring submission queue entries per worker.
+    pub uring_entries: u32,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            workers: 0,
+            driver: Driver::IoUring,
+            pin_workers: true,
+            allow_plaintext_non_loopback: false,
+            uring_entries: 1024,
+        }
+    }
+}
+
+/// The I/O driver of a worker runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring with COOP_TASKRUN + TASKRUN_FLAG (design.md §7).
+    IoUring,
+    /// epoll readiness (mio).
+    Epoll,
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        })
+    }
+}
+
+impl std::str::FromStr for Driver {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "io_uring" | "io-uring" | "uring" => Ok(Driver::IoUring),
+            "epoll" => Ok(Driver::Epoll),
+            other => bail!("unknown driver {other:?}: expected io_uring or epoll"),
+        }
+    }
+}
+
+/// Client-facing TLS certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain presented to clients.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Token verification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// PEM Ed25519 public key that Sluice tokens are verified with (the private half stays
+    /// with whoever mints tokens: `sluice token mint`).
+    pub token_public_key: PathBuf,
+    /// Expected `iss` claim.
+    #[serde(default = "default_issuer")]
+    pub token_issuer: String,
+    /// Tolerance for clock differences between the minter and the gateway.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_secs: u64,
+    /// Require the token's subject to equal the `user` the client sends. When false the
+    /// token alone decides who the client is and `user` is only logged.
+    #[serde(default = "yes")]
+    pub require_user_match: bool,
+}
+
+fn default_issuer() -> String {
+    "sluice".to_owned()
+}
+fn default_clock_skew() -> u64 {
+    30
+}
+fn yes() -> bool {
+    true
+}
+
+/// Limits on sizes and time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest regular protocol message accepted in either direction (bytes). Checked from
+    /// the length prefix before any buffer grows.
+    pub max_message_bytes: usize,
+    /// Largest startup packet (bytes).
+    pub max_startup_bytes: usize,
+    /// A client must finish TLS, startup and authentication within this time.
+    pub handshake_timeout_secs: u64,
+    /// Time allowed to connect and log in to a backend.
+    pub backend_connect_timeout_secs: u64,
+    /// Per-direction read buffer of a session (bytes). Frames the gateway does not need to
+    /// inspect stream through in pieces of this size, so memory stays flat for any result.
+    pub buffer_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 1 << 30,
+            max_startup_bytes: 10_000,
+            handshake_timeout_secs: 15,
+            backend_connect_timeout_secs: 5,
+            buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// SIGTERM handling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, sessions may finish for this long before they are closed.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_secs: 30 }
+    }
+}
+
+/// One backend database that clients reach by its resource name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Backend host name or address.
+    pub host: String,
+    /// Backend port.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Database name on the backend.
+    pub database: String,
+    /// Role the gateway logs in as.
+    pub user: String,
+    /// File holding the backend password (first line). Preferred over `password_env`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the backend password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// TLS to the backend: `disable`, `require` (encrypt, do not verify) or `verify-full`.
+    #[serde(default)]
+    pub tls: BackendTls,
+    /// CA bundle for `verify-full`.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+/// TLS mode toward a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// Encrypted, certificate not verified.
+    Require,
+    /// Encrypted, certificate verified against `tls_ca` and the host name.
+    VerifyFull,
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut config = Config::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text without validating file references.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules and that referenced files exist.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.limits.max_message_bytes < 1024 {
+            bail!("limits.max_message_bytes must be at least 1024");
+        }
+        if self.limits.max_startup_bytes < 64 {
+            bail!("limits.max_startup_bytes must be at least 64");
+        }
+        if self.limits.buffer_bytes < 4096 {
+            bail!("limits.buffer_bytes must be at least 4096");
+        }
+        let key = self.resolve(&self.auth.token_public_key);
+        if !key.is_file() {
+            bail!("auth.token_public_key: {} does not exist", key.display());
+        }
+        if let Some(tls) = &self.tls {
+            for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                let path = self.resolve(path);
+                if !path.is_file() {
+                    bail!("{field}: {} does not exist", path.display());
+                }
+            }
+        }
+        if self.resources.is_empty() {
+            bail!("no [resources.NAME] configured: clients would have nothing to reach");
+        }
+        for (name, resource) in &self.resources {
+            if resource.password_file.is_none() && resource.password_env.is_none() {
+                // Trust-authenticated backends need no secret; that is allowed.
+                tracing::debug!(resource = %name, "no backend password configured");
+            }
+            if resource.password_file.is_some() && resource.password_env.is_some() {
+                bail!("resources.{name}: set password_file or password_env, not both");
+            }
+            if let Some(file) = &resource.password_file {
+                let file = self.resolve(file);
+                if !file.is_file() {
+                    bail!(
+                        "resources.{name}.password_file: {} does not exist",
+                        file.display()
+                    );
+                }
+            }
+            if resource.tls == BackendTls::VerifyFull && resource.tls_ca.is_none() {
+                bail!("resources.{name}: tls = \"verify-full\" needs tls_ca");
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the file relative to the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// Number of workers after resolving `0` to the core count.
+    pub fn worker_count(&self) -> usize {
+        match self.listen.workers {
+            0 => std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// Handshake deadline as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.handshake_timeout_secs)
+    }
+
+    /// Backend connect + login deadline.
+    pub fn backend_connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.backend_connect_timeout_secs)
+    }
+}
+
+impl ResourceConfig {
+    /// Reads the backend password from its configured source. The value is never logged.
+    pub fn password(&self, config: &Config) -> anyhow::Result<Option<String>> {
+        if let Some(file) = &self.password_file {
+            let path = config.resolve(file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading backend password file {}", path.display()))?;
+            return Ok(Some(text.lines().next().unwrap_or_default().to_owned()));
+        }
+        if let Some(var) = &self.password_env {
+            let value = std::env::var(var)
+                .with_context(|| format!("backend password variable {var} is not set"))?;
+            return Ok(Some(value));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [auth]
+        token_public_key = "key.pem"
+        [resources.shop]
+        host = "127.0.0.1"
+        database = "shop"
+        user = "app"
+        password_env = "SHOP_PASSWORD"
+    "#;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::parse(MINIMAL).expect("parses");
+        assert_eq!(config.listen.address.port(), 6432);
+        assert_eq!(config.listen.driver, Driver::IoUring);
+        assert!(config.listen.pin_workers);
+        assert!(!config.listen.allow_plaintext_non_loopback);
+        assert_eq!(config.limits.max_message_bytes, 1 << 30);
+        assert_eq!(config.resources["shop"].port, 5432);
+        assert_eq!(config.resources["shop"].tls, BackendTls::Disable);
+        assert!(config.auth.require_user_match);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = format!("{MINIMAL}\n[listen]\nadress = \"1.2.3.4:1\"\n");
+        let err = Config::parse(&text).expect_err("typo must not be ignored");
+        assert!(format!("{err:#}").contains("adress"), "{err:#}");
+    }
+
+    #[test]
+    fn validate_names_the_missing_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::parse(MINIMAL).expect("parses");
+        config.base_dir = dir.path().to_path_buf();
+        let err = config.validate().expect_err("key file is missing");
+        assert!(err.to_string().contains("auth.token_public_key"), "{err}");
+        std::fs::write(dir.path().join("key.pem"), "x").expect("write");
+        config.validate().expect("valid once the key exists");
+        config.resources.get_mut("shop").expect("shop").tls = BackendTls::VerifyFull;
+        let err = config.validate().expect_err("verify-full needs a CA");
+        assert!(err.to_string().contains("tls_ca"), "{err}");
+    }
+}

@@ -1,0 +1,423 @@
+//! Worker threads: one monoio runtime per core, each pinned, each with its own
+//! `SO_REUSEPORT` listener, sharing nothing mutable on the data path.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use monoio::net::TcpListener;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use rustls::pki_types::ServerName;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::auth::{SluiceTokenVerifier, TokenVerifier};
+use crate::config::{BackendTls, Config, Driver};
+use crate::tls;
+
+/// TLS settings toward one backend.
+pub struct BackendTlsTarget {
+    /// rustls client config.
+    pub config: Arc<rustls::ClientConfig>,
+    /// Name the certificate must match.
+    pub server_name: ServerName<'static>,
+}
+
+/// A resource resolved for connecting: address, login, secret.
+pub struct BackendTarget {
+    /// Resource name clients use.
+    pub name: String,
+    /// Resolved backend address.
+    pub addr: SocketAddr,
+    /// Database on the backend.
+    pub database: String,
+    /// Backend role.
+    pub user: String,
+    /// Backend password (never logged).
+    pub password: Option<String>,
+    /// TLS toward the backend, if configured.
+    pub tls: Option<BackendTlsTarget>,
+}
+
+impl std::fmt::Debug for BackendTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendTarget")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Everything a worker reads while serving sessions. Built once, shared read-only.
+pub struct Shared {
+    /// Configuration.
+    pub config: Config,
+    /// Token verifier.
+    pub verifier: Arc<dyn TokenVerifier>,
+    /// Client-facing TLS, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Backends by resource name.
+    pub backends: HashMap<String, BackendTarget>,
+}
+
+/// Per-worker view of [`Shared`], owned by the worker thread.
+pub struct WorkerContext {
+    /// Configuration.
+    pub config: Config,
+    /// Token verifier.
+    pub verifier: Arc<dyn TokenVerifier>,
+    /// TLS acceptor (cheap clone of an `Arc`).
+    pub tls: Option<monoio_rustls::TlsAcceptor>,
+    /// Backends by resource name.
+    pub backends: Arc<HashMap<String, BackendTarget>>,
+}
+
+impl Shared {
+    /// Loads keys, certificates and backend secrets named by the config.
+    pub fn from_config(config: Config) -> anyhow::Result<Shared> {
+        let key_path = config.resolve(&config.auth.token_public_key);
+        let pem =
+            std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+        let verifier = SluiceTokenVerifier::from_public_pem(
+            &pem,
+            &config.auth.token_issuer,
+            Duration::from_secs(config.auth.clock_skew_secs),
+        )?;
+        let tls = match &config.tls {
+            Some(t) => Some(tls::server_config(
+                &config.resolve(&t.cert),
+                &config.resolve(&t.key),
+            )?),
+            None => None,
+        };
+        let mut backends = HashMap::new();
+        for (name, resource) in &config.resources {
+            let addr = (resource.host.as_str(), resource.port)
+                .to_socket_addrs()
+                .with_context(|| format!("resolving resources.{name}.host {}", resource.host))?
+                .next()
+                .with_context(|| {
+                    format!("resources.{name}.host {} has no address", resource.host)
+                })?;
+            let backend_tls = match resource.tls {
+                BackendTls::Disable => None,
+                BackendTls::Require | BackendTls::VerifyFull => {
+                    let config_for_backend = if resource.tls == BackendTls::VerifyFull {
+                        let ca = resource
+                            .tls_ca
+                            .as_ref()
+                            .context("verify-full needs tls_ca")?;
+                        tls::backend_verified(&config.resolve(ca))?
+                    } else {
+                        tls::backend_unverified()?
+                    };
+                    let server_name =
+                        ServerName::try_from(resource.host.clone()).with_context(|| {
+                            format!("resources.{name}.host is not a valid TLS name")
+                        })?;
+                    Some(BackendTlsTarget {
+                        config: config_for_backend,
+                        server_name,
+                    })
+                }
+            };
+            backends.insert(
+                name.clone(),
+                BackendTarget {
+                    name: name.clone(),
+                    addr,
+                    database: resource.database.clone(),
+                    user: resource.user.clone(),
+                    password: resource.password(&config)?,
+                    tls: backend_tls,
+                },
+            );
+        }
+        Ok(Shared {
+            config,
+            verifier: Arc::new(verifier),
+            tls,
+            backends,
+        })
+    }
+}
+
+/// Shutdown phases broadcast to workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// Stop accepting; let sessions finish until the grace period ends.
+    Draining,
+    /// Close everything now.
+    Stop,
+}
+
+/// Handle to ask a running gateway to stop.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<Phase>>);
+
+impl ShutdownHandle {
+    /// SIGTERM behaviour: stop accepting, let sessions finish up to the grace period.
+    pub fn drain(&self) {
+        self.0.send_if_modified(|phase| {
+            let change = *phase == Phase::Running;
+            if change {
+                *phase = Phase::Draining;
+            }
+            change
+        });
+    }
+
+    /// SIGINT (second signal) behaviour: close everything now.
+    pub fn stop(&self) {
+        self.0.send_replace(Phase::Stop);
+    }
+}
+
+/// A started gateway.
+pub struct Gateway {
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Gateway {
+    /// Binds the listeners and starts the workers. Returns once every worker is accepting.
+    pub fn start(config: Config) -> anyhow::Result<Gateway> {
+        let shared = Shared::from_config(config)?;
+        let workers = shared.config.worker_count();
+        let driver = shared.config.listen.driver;
+        let pin = shared.config.listen.pin_workers;
+        let entries = shared.config.listen.uring_entries;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+
+        // Bind every listener here so port 0 resolves once and all workers share it.
+        let first = reuseport_listener(shared.config.listen.address)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(reuseport_listener(local_addr)?);
+        }
+
+        let (tx, rx) = watch::channel(Phase::Running);
+        let backends = Arc::new(shared.backends);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let mut handles = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let ctx = WorkerSeed {
+                config: shared.config.clone(),
+                verifier: shared.verifier.clone(),
+                tls: shared.tls.clone(),
+                backends: backends.clone(),
+            };
+            let rx = rx.clone();
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("sluice-worker-{index}"))
+                .spawn(move || {
+                    if pin {
+                        if let Err(e) = monoio::utils::bind_to_cpu_set([index % cores]) {
+                            warn!(worker = index, error = ?e, "could not pin worker to its core");
+                        }
+                    }
+                    run_worker(index, driver, entries, listener, ctx, rx, ready)
+                })
+                .context("spawning worker thread")?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => anyhow::bail!("a worker exited before it started accepting"),
+            }
+        }
+        info!(address = %local_addr, workers, %driver, "sluice gateway accepting");
+        Ok(Gateway {
+            local_addr,
+            shutdown: ShutdownHandle(Arc::new(tx)),
+            workers: handles,
+        })
+    }
+
+    /// Address the workers listen on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Handle to stop the gateway.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Waits for every worker to finish.
+    pub fn join(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for handle in self.workers {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(error = %format!("{e:#}"), "worker failed");
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert_with(|| anyhow::anyhow!("a worker panicked"));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+struct WorkerSeed {
+    config: Config,
+    verifier: Arc<dyn TokenVerifier>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    backends: Arc<HashMap<String, BackendTarget>>,
+}
+
+/// io_uring setup flags from design.md §7: cooperative task running cuts completion
+/// interrupts to a busy worker.
+fn uring_builder(with_flags: bool) -> io_uring::Builder {
+    let mut builder = io_uring::IoUring::builder();
+    if with_flags {
+        builder.setup_coop_taskrun().setup_taskrun_flag();
+    }
+    builder
+}
+
+fn run_worker(
+    index: usize,
+    driver: Driver,
+    entries: u32,
+    listener: std::net::TcpListener,
+    seed: WorkerSeed,
+    rx: watch::Receiver<Phase>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let run = |listener, seed, rx, ready| worker_main(index, listener, seed, rx, ready);
+    if driver == Driver::IoUring {
+        let built = RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(entries)
+            .uring_builder(uring_builder(true))
+            .enable_timer()
+            .build()
+            .or_else(|e| {
+                warn!(worker = index, error = %e, "io_uring refused COOP_TASKRUN/TASKRUN_FLAG; retrying without");
+                RuntimeBuilder::<IoUringDriver>::new()
+                    .with_entries(entries)
+                    .uring_builder(uring_builder(false))
+                    .enable_timer()
+                    .build()
+            });
+        match built {
+            Ok(mut rt) => return rt.block_on(run(listener, seed, rx, ready)),
+            Err(e) => {
+                warn!(worker = index, error = %e, "io_uring unavailable; falling back to epoll")
+            }
+        }
+    }
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .context("building epoll runtime")?;
+    rt.block_on(run(listener, seed, rx, ready))
+}
+
+async fn worker_main(
+    index: usize,
+    listener: std::net::TcpListener,
+    seed: WorkerSeed,
+    mut rx: watch::Receiver<Phase>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::anyhow!("worker {index}: listener: {e}")));
+            return Err(e.into());
+        }
+    };
+    let grace = Duration::from_secs(seed.config.shutdown.grace_secs);
+    let ctx = Rc::new(WorkerContext {
+        config: seed.config,
+        verifier: seed.verifier,
+        tls: seed.tls.map(monoio_rustls::TlsAcceptor::from),
+        backends: seed.backends,
+    });
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        if *rx.borrow() != Phase::Running {
+            break;
+        }
+        let accepted = monoio::select! {
+            accepted = listener.accept() => Some(accepted),
+            changed = rx.changed() => changed.err().map(|_| Err(std::io::Error::other("shutdown handle dropped"))),
+        };
+        match accepted {
+            None => continue,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::Other && rx.has_changed().is_err() => {
+                break
+            }
+            Some(Ok((stream, peer))) => {
+                let ctx = ctx.clone();
+                let active = active.clone();
+                active.set(active.get() + 1);
+                monoio::spawn(async move {
+                    crate::session::serve(stream, peer, ctx).await;
+                    active.set(active.get() - 1);
+                });
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!(worker = index, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + grace;
+    if active.get() > 0 {
+        info!(
+            worker = index,
+            sessions = active.get(),
+            grace_secs = grace.as_secs(),
+            "draining"
+        );
+    }
+    while active.get() > 0 && Instant::now() < deadline && *rx.borrow() != Phase::Stop {
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if active.get() > 0 {
+        warn!(
+            worker = index,
+            sessions = active.get(),
+            "closing sessions still open at shutdown"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,676 @@
+//! One client connection, driven end to end on its worker: handshake (TLS, startup,
+//! token), backend login, then the relay. This is the I/O shell around the sans-I/O pieces
+//! (`handshake`, `backend_login`, `walker`); decisions live there.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{AsyncWriteRent, Splitable};
+use monoio::net::TcpStream;
+use sluice_codecs::backend::{self, BackendMessage, TransactionStatus};
+use sluice_codecs::frontend::{self, FrontendMessage};
+use sluice_codecs::startup::{self, StartupPacket};
+use sluice_codecs::{Decode, DecodeError, Limits};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::backend_login::{BackendLogin, BackendReady, LoginStep};
+use crate::cancel::{self, CancelKey, CancelTarget};
+use crate::conn::{read_into, write_all, Conn};
+use crate::handshake::{Authenticated, AwaitingStartup, Refusal, StartupOutcome, Transport};
+use crate::server::{BackendTarget, WorkerContext};
+use crate::walker::FrameWalker;
+
+/// Why a session ended, for the log line and the client's last error.
+#[derive(Debug)]
+enum End {
+    /// Client sent Terminate or closed its socket.
+    ClientClosed,
+    /// Backend closed its socket (normally after a FATAL it already sent).
+    BackendClosed,
+    /// Refused before reaching a backend.
+    Refused(Refusal),
+    /// I/O error on one side.
+    Io(&'static str, std::io::Error),
+    /// A peer broke the protocol.
+    Protocol(&'static str, DecodeError),
+    /// Handshake took too long.
+    HandshakeTimeout,
+    /// A cancel request was handled on this connection.
+    Cancel,
+}
+
+/// Per-session counters, shared by the two relay directions on the same thread.
+#[derive(Default)]
+struct Counters {
+    bytes_from_client: Cell<u64>,
+    bytes_from_backend: Cell<u64>,
+    statements: Cell<u64>,
+}
+
+/// Serves one accepted connection until it ends. Never panics on peer input; every
+/// failure ends in a log line with the session ID.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) {
+    let session_id = Uuid::now_v7();
+    let started = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let counters = Rc::new(Counters::default());
+    let handshake = monoio::time::timeout(
+        ctx.config.handshake_timeout(),
+        client_handshake(Conn::Plain(stream), peer, &ctx),
+    )
+    .await;
+    let (client, leftover, auth) = match handshake {
+        Err(_) => {
+            return log_end(
+                session_id,
+                peer,
+                None,
+                started,
+                &counters,
+                &End::HandshakeTimeout,
+            )
+        }
+        Ok(Err((mut client, end))) => {
+            if let End::Refused(refusal) = &end {
+                let _ = write_all(&mut client, refusal.to_bytes()).await;
+            }
+            let _ = client.shutdown().await;
+            return log_end(session_id, peer, None, started, &counters, &end);
+        }
+        Ok(Ok(None)) => return log_end(session_id, peer, None, started, &counters, &End::Cancel),
+        Ok(Ok(Some(done))) => done,
+    };
+    let end = run_authenticated(session_id, client, leftover, &auth, peer, &ctx, &counters).await;
+    log_end(session_id, peer, Some(&auth), started, &counters, &end);
+}
+
+fn log_end(
+    session_id: Uuid,
+    peer: SocketAddr,
+    auth: Option<&Authenticated>,
+    started: Instant,
+    counters: &Counters,
+    end: &End,
+) {
+    let principal = auth.map(|a| a.principal().subject.as_str()).unwrap_or("-");
+    let resource = auth.map(Authenticated::resource).unwrap_or("-");
+    let reason = match end {
+        End::ClientClosed => "client closed".to_owned(),
+        End::BackendClosed => "backend closed".to_owned(),
+        End::Refused(r) => format!("refused {}: {}", r.sqlstate, r.message),
+        End::Io(side, e) => format!("{side} I/O error: {e}"),
+        End::Protocol(side, e) => format!("{side} protocol error: {e}"),
+        End::HandshakeTimeout => "handshake timed out".to_owned(),
+        End::Cancel => "cancel request".to_owned(),
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let fields = (
+        counters.bytes_from_client.get(),
+        counters.bytes_from_backend.get(),
+        counters.statements.get(),
+    );
+    match end {
+        End::Refused(_) | End::Io(..) | End::Protocol(..) | End::HandshakeTimeout => warn!(
+            session = %session_id, %peer, principal, resource, duration_ms = elapsed_ms,
+            bytes_in = fields.0, bytes_out = fields.1, statements = fields.2,
+            reason = %reason, "session end"
+        ),
+        _ => info!(
+            session = %session_id, %peer, principal, resource, duration_ms = elapsed_ms,
+            bytes_in = fields.0, bytes_out = fields.1, statements = fields.2,
+            reason = %reason, "session end"
+        ),
+    }
+}
+
+type HandshakeResult = Result<Option<(Conn, BytesMut, Authenticated)>, (Conn, End)>;
+
+/// Reads one startup packet, buffering until complete.
+async fn read_startup(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<StartupPacket, End> {
+    loop {
+        match startup::decode(buf, limits) {
+            Ok(Decode::Frame(packet)) => return Ok(packet),
+            Ok(Decode::NeedMore(n)) => {
+                let (result, b) = read_into(conn, std::mem::take(buf), n.max(512)).await;
+                *buf = b;
+                match result {
+                    Ok(0) => return Err(End::ClientClosed),
+                    Ok(_) => {}
+                    Err(e) => return Err(End::Io("client", e)),
+                }
+            }
+            Err(DecodeError::UnsupportedProtocol { major, minor }) => {
+                return Err(End::Refused(Refusal::new(
+                    "0A000",
+                    format!("unsupported frontend protocol {major}.{minor}: Sluice speaks 3.0"),
+                )))
+            }
+            Err(e) => {
+                return Err(End::Refused(Refusal::new(
+                    "08P01",
+                    format!("invalid startup packet: {e}"),
+                )))
+            }
+        }
+    }
+}
+
+/// Reads one regular frontend message.
+async fn read_frontend(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<FrontendMessage, End> {
+    loop {
+        match frontend::decode(buf, limits) {
+            Ok(Decode::Frame(message)) => return Ok(message),
+            Ok(Decode::NeedMore(n)) => {
+                let (result, b) = read_into(conn, std::mem::take(buf), n.max(512)).await;
+                *buf = b;
+                match result {
+                    Ok(0) => return Err(End::ClientClosed),
+                    Ok(_) => {}
+                    Err(e) => return Err(End::Io("client", e)),
+                }
+            }
+            Err(e) => {
+                return Err(End::Refused(Refusal::new(
+                    "08P01",
+                    format!("invalid message during authentication: {e}"),
+                )))
+            }
+        }
+    }
+}
+
+async fn client_handshake(
+    mut conn: Conn,
+    peer: SocketAddr,
+    ctx: &WorkerContext,
+) -> HandshakeResult {
+    let limits = Limits {
+        max_startup_len: ctx.config.limits.max_startup_bytes,
+        ..Limits::auth()
+    };
+    let mut transport = Transport {
+        tls: false,
+        tls_available: ctx.tls.is_some(),
+        loopback: peer.ip().is_loopback(),
+        allow_plaintext_non_loopback: ctx.config.listen.allow_plaintext_non_loopback,
+    };
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut state = AwaitingStartup::new();
+    loop {
+        let packet = match read_startup(&mut conn, &mut buf, &limits).await {
+            Ok(packet) => packet,
+            Err(end) => return Err((conn, end)),
+        };
+        match state.handle(packet, transport) {
+            StartupOutcome::Reply { next, bytes } => {
+                if let Err(e) = write_all(&mut conn, bytes).await {
+                    return Err((conn, End::Io("client", e)));
+                }
+                state = next;
+            }
+            StartupOutcome::StartTls { next } => {
+                // Bytes after SSLRequest and before the TLS handshake would be read as if
+                // they had been encrypted (CVE-2021-23222 class): refuse them.
+                if !buf.is_empty() {
+                    let refusal = Refusal::new("08P01", "unencrypted data after SSL request");
+                    return Err((conn, End::Refused(refusal)));
+                }
+                let (Conn::Plain(tcp), Some(acceptor)) = (conn, ctx.tls.as_ref()) else {
+                    unreachable_refusal();
+                    return Ok(None);
+                };
+                let mut tcp = tcp;
+                if let Err(e) = write_all(&mut tcp, Bytes::from_static(b"S")).await {
+                    return Err((Conn::Plain(tcp), End::Io("client", e)));
+                }
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => conn = Conn::ServerTls(Box::new(tls)),
+                    Err(e) => {
+                        warn!(%peer, error = %e, "client TLS handshake failed");
+                        return Ok(None);
+                    }
+                }
+                transport.tls = true;
+                state = next;
+            }
+            StartupOutcome::Cancel { pid, secret } => {
+                forward_cancel(pid, &secret, peer).await;
+                return Ok(None);
+            }
+            StartupOutcome::Refuse(refusal) => return Err((conn, End::Refused(refusal))),
+            StartupOutcome::AskPassword { next, bytes } => {
+                if let Err(e) = write_all(&mut conn, bytes).await {
+                    return Err((conn, End::Io("client", e)));
+                }
+                let message = match read_frontend(&mut conn, &mut buf, &limits).await {
+                    Ok(message) => message,
+                    Err(end) => return Err((conn, end)),
+                };
+                let user = next.user().to_owned();
+                return match next.handle(
+                    message,
+                    ctx.verifier.as_ref(),
+                    SystemTime::now(),
+                    ctx.config.auth.require_user_match,
+                ) {
+                    Ok(auth) => Ok(Some((conn, buf, auth))),
+                    Err(refusal) => {
+                        warn!(%peer, user, sqlstate = refusal.sqlstate, reason = %refusal.message, "authentication refused");
+                        Err((conn, End::Refused(refusal)))
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// The state machine only asks for TLS when an acceptor exists and the connection is
+/// still plain; reaching the other branch is a bug, logged rather than panicking.
+fn unreachable_refusal() {
+    tracing::error!("TLS upgrade requested without an acceptor or on an encrypted stream");
+}
+
+async fn forward_cancel(pid: u32, secret: &[u8], peer: SocketAddr) {
+    let Some(target) = cancel::lookup(pid, secret) else {
+        // PostgreSQL says nothing to a wrong key either; a guesser learns nothing.
+        warn!(%peer, "cancel request with an unknown key");
+        return;
+    };
+    let mut packet = BytesMut::new();
+    StartupPacket::CancelRequest {
+        pid: target.pid,
+        secret: target.secret.clone(),
+    }
+    .encode(&mut packet);
+    match TcpStream::connect_addr(target.backend).await {
+        Ok(mut backend) => {
+            if let Err(e) = write_all(&mut backend, packet.freeze()).await {
+                warn!(resource = %target.resource, error = %e, "could not send cancel to backend");
+            } else {
+                info!(resource = %target.resource, %peer, "cancel forwarded to backend");
+            }
+            let _ = backend.shutdown().await;
+        }
+        Err(e) => {
+            warn!(resource = %target.resource, error = %e, "could not reach backend for cancel")
+        }
+    }
+}
+
+async fn connect_backend(target: &BackendTarget) -> Result<Conn, Refusal> {
+    let unreachable = |e: std::io::Error| {
+        Refusal::new(
+            "08001",
+            format!("could not connect to resource \"{}\": {e}", target.name),
+        )
+        .hint("the database behind this resource is down or unreachable; try again later or tell its operator")
+    };
+    let tcp = TcpStream::connect_addr(target.addr)
+        .await
+        .map_err(unreachable)?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &target.tls else {
+        return Ok(Conn::Plain(tcp));
+    };
+    let mut tcp = tcp;
+    let mut request = BytesMut::new();
+    StartupPacket::SslRequest.encode(&mut request);
+    write_all(&mut tcp, request.freeze())
+        .await
+        .map_err(unreachable)?;
+    let (result, answer) = monoio::io::AsyncReadRentExt::read_exact(&mut tcp, vec![0u8; 1]).await;
+    result.map_err(unreachable)?;
+    if answer.first() != Some(&b'S') {
+        return Err(Refusal::new(
+            "08001",
+            format!(
+                "resource \"{}\" requires TLS but its server refused it",
+                target.name
+            ),
+        ));
+    }
+    let connector = monoio_rustls::TlsConnector::from(tls.config.clone());
+    let tls_stream = connector
+        .connect(tls.server_name.clone(), tcp)
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                "08001",
+                format!("TLS to resource \"{}\" failed: {e}", target.name),
+            )
+        })?;
+    Ok(Conn::ClientTls(Box::new(tls_stream)))
+}
+
+async fn backend_login(
+    backend: &mut Conn,
+    target: &BackendTarget,
+    auth: &Authenticated,
+) -> Result<BackendReady, Refusal> {
+    let (mut login, startup) = BackendLogin::start(
+        &target.user,
+        &target.database,
+        auth.params(),
+        target.password.clone(),
+    );
+    let lost = |e: std::io::Error| {
+        Refusal::new(
+            "08006",
+            format!(
+                "connection to resource \"{}\" lost during login: {e}",
+                target.name
+            ),
+        )
+    };
+    write_all(backend, startup).await.map_err(lost)?;
+    let limits = Limits::auth();
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let message = match backend::decode(&mut buf, &limits) {
+            Ok(Decode::Frame(message)) => message,
+            Ok(Decode::NeedMore(n)) => {
+                let (result, b) = read_into(backend, buf, n.max(4096)).await;
+                buf = b;
+                match result {
+                    Ok(0) => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
+                    Ok(_) => continue,
+                    Err(e) => return Err(lost(e)),
+                }
+            }
+            Err(e) => {
+                return Err(Refusal::new(
+                    "08P01",
+                    format!(
+                        "resource \"{}\" sent a malformed message during login: {e}",
+                        target.name
+                    ),
+                ))
+            }
+        };
+        match login.handle(message) {
+            Ok(LoginStep::Send(bytes)) => write_all(backend, bytes).await.map_err(lost)?,
+            Ok(LoginStep::Continue) => {}
+            Ok(LoginStep::Ready(ready)) => {
+                if !buf.is_empty() {
+                    return Err(Refusal::new(
+                        "08P01",
+                        "backend sent data before the first query",
+                    ));
+                }
+                return Ok(ready);
+            }
+            Err(e) => {
+                warn!(resource = %target.name, error = %e, "backend login failed");
+                return Err(Refusal::new(
+                    static_sqlstate(&e.sqlstate()),
+                    format!("could not log in to resource \"{}\": {e}", target.name),
+                ));
+            }
+        }
+    }
+}
+
+/// Refusals carry `&'static str` codes; backend codes are five ASCII characters from a
+/// closed set, so the common ones are mapped and the rest reported as 08001.
+fn static_sqlstate(code: &str) -> &'static str {
+    match code {
+        "53300" => "53300",
+        "3D000" => "3D000",
+        "57P03" => "57P03",
+        "42501" => "42501",
+        _ => "08001",
+    }
+}
+
+/// Everything after a valid token.
+async fn run_authenticated(
+    session_id: Uuid,
+    mut client: Conn,
+    leftover: BytesMut,
+    auth: &Authenticated,
+    peer: SocketAddr,
+    ctx: &WorkerContext,
+    counters: &Rc<Counters>,
+) -> End {
+    let refuse = |refusal: Refusal| End::Refused(refusal);
+    let Some(target) = ctx.backends.get(auth.resource()) else {
+        let refusal = Refusal::new(
+            "3D000",
+            format!(
+                "resource \"{}\" is not configured in Sluice",
+                auth.resource()
+            ),
+        )
+        .hint("check dbname; ask the gateway operator which resources you may use");
+        let _ = write_all(&mut client, refusal.to_bytes()).await;
+        return refuse(refusal);
+    };
+    let connected = monoio::time::timeout(ctx.config.backend_connect_timeout(), async {
+        let mut backend = connect_backend(target).await?;
+        let ready = backend_login(&mut backend, target, auth).await?;
+        Ok::<_, Refusal>((backend, ready))
+    })
+    .await;
+    let (backend, ready) = match connected {
+        Ok(Ok(done)) => done,
+        Ok(Err(refusal)) => {
+            let _ = write_all(&mut client, refusal.to_bytes()).await;
+            return refuse(refusal);
+        }
+        Err(_) => {
+            let refusal = Refusal::new(
+                "08001",
+                format!("timed out connecting to resource \"{}\"", target.name),
+            );
+            let _ = write_all(&mut client, refusal.to_bytes()).await;
+            return refuse(refusal);
+        }
+    };
+    let key = ready.key.as_ref().map(|(pid, secret)| {
+        CancelKey::register(CancelTarget {
+            backend: target.addr,
+            pid: *pid,
+            secret: secret.clone(),
+            resource: target.name.clone(),
+        })
+    });
+    info!(
+        session = %session_id, %peer, principal = %auth.principal().subject,
+        groups = ?auth.principal().groups, user = auth.user(), resource = auth.resource(),
+        tls = client.is_tls(), "session start"
+    );
+    let mut hello = BytesMut::with_capacity(512);
+    BackendMessage::Authentication(backend::Authentication::Ok).encode(&mut hello);
+    for (name, value) in ready.parameters {
+        BackendMessage::ParameterStatus { name, value }.encode(&mut hello);
+    }
+    BackendMessage::ParameterStatus {
+        name: Bytes::from_static(b"sluice.session_id"),
+        value: Bytes::from(session_id.to_string()),
+    }
+    .encode(&mut hello);
+    for notice in ready.notices {
+        BackendMessage::NoticeResponse(notice).encode(&mut hello);
+    }
+    if let Some(key) = &key {
+        BackendMessage::BackendKeyData {
+            pid: key.pid(),
+            secret: Bytes::copy_from_slice(&key.secret()),
+        }
+        .encode(&mut hello);
+    }
+    BackendMessage::ReadyForQuery {
+        status: ready.status.unwrap_or(TransactionStatus::Idle),
+    }
+    .encode(&mut hello);
+    if let Err(e) = write_all(&mut client, hello.freeze()).await {
+        return End::Io("client", e);
+    }
+    let end = relay(client, backend, leftover, ctx, counters, &target.name).await;
+    drop(key);
+    end
+}
+
+/// Frames from the client that end the session once forwarded.
+const TERMINATE: u8 = b'X';
+
+async fn relay(
+    client: Conn,
+    backend: Conn,
+    leftover: BytesMut,
+    ctx: &WorkerContext,
+    counters: &Rc<Counters>,
+    resource: &str,
+) -> End {
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut backend_rx, mut backend_tx) = backend.into_split();
+    let buffer = ctx.config.limits.buffer_bytes;
+    let max_len = ctx.config.limits.max_message_bytes;
+
+    let upstream = async {
+        let mut walker = FrameWalker::new(max_len);
+        let mut buf = leftover;
+        loop {
+            if !buf.is_empty() {
+                let mut terminated = false;
+                let mut statements = 0;
+                let walked = walker.walk(
+                    &buf,
+                    |_| false,
+                    |header, _| match header.tag {
+                        b'Q' | b'E' | b'F' => statements += 1,
+                        TERMINATE => terminated = true,
+                        _ => {}
+                    },
+                );
+                let walked = match walked {
+                    Ok(walked) => walked,
+                    Err(e) => return End::Protocol("client", e),
+                };
+                counters
+                    .statements
+                    .set(counters.statements.get() + statements);
+                if walked.forward > 0 {
+                    counters
+                        .bytes_from_client
+                        .set(counters.bytes_from_client.get() + walked.forward as u64);
+                    let out = buf.split_to(walked.forward).freeze();
+                    if let Err(e) = write_all(&mut backend_tx, out).await {
+                        return End::Io("backend", e);
+                    }
+                }
+                if terminated {
+                    return End::ClientClosed;
+                }
+                if let Some(need) = walked.need_capacity {
+                    buf.reserve(need.saturating_sub(buf.len()));
+                }
+            }
+            let (result, b) = read_into(&mut client_rx, buf, buffer / 4).await;
+            buf = b;
+            match result {
+                Ok(0) => {
+                    // The client vanished without Terminate: end the backend session the
+                    // way PostgreSQL's own client would, so it does not linger.
+                    if walker.at_boundary() {
+                        let mut bye = BytesMut::new();
+                        FrontendMessage::Terminate.encode(&mut bye);
+                        let _ = write_all(&mut backend_tx, bye.freeze()).await;
+                    }
+                    return End::ClientClosed;
+                }
+                Ok(_) => {}
+                Err(e) => return End::Io("client", e),
+            }
+        }
+    };
+
+    let downstream = async {
+        let mut walker = FrameWalker::new(max_len);
+        let mut buf = BytesMut::with_capacity(buffer);
+        loop {
+            let (result, b) = read_into(&mut backend_rx, buf, buffer / 4).await;
+            buf = b;
+            match result {
+                Ok(0) if buf.is_empty() && walker.at_boundary() => {
+                    return (End::BackendClosed, true)
+                }
+                Ok(0) => {
+                    let cut = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "backend closed in the middle of a message",
+                    );
+                    return (End::Io("backend", cut), walker.at_boundary());
+                }
+                Ok(_) => {}
+                Err(e) => return (End::Io("backend", e), walker.at_boundary()),
+            }
+            let walked = match walker.walk(&buf, |_| false, |_, _| {}) {
+                Ok(walked) => walked,
+                // Everything forwarded so far ends at a frame boundary: the bad
+                // header was not released.
+                Err(e) => return (End::Protocol("backend", e), true),
+            };
+            if walked.forward > 0 {
+                counters
+                    .bytes_from_backend
+                    .set(counters.bytes_from_backend.get() + walked.forward as u64);
+                let out = buf.split_to(walked.forward).freeze();
+                if let Err(e) = write_all(&mut client_tx, out).await {
+                    return (End::Io("client", e), false);
+                }
+            }
+            if let Some(need) = walked.need_capacity {
+                buf.reserve(need.saturating_sub(buf.len()));
+            }
+        }
+    };
+
+    // One task, two loops; whichever ends first ends the session and drops the other,
+    // which cancels its pending read. No per-I/O select on the hot path.
+    let (end, backend_at_boundary) = monoio::select! {
+        end = upstream => (end, true),
+        (end, at_boundary) = downstream => (end, at_boundary),
+    };
+    let notice = match &end {
+        End::Protocol("client", e) => {
+            let mut bye = BytesMut::new();
+            FrontendMessage::Terminate.encode(&mut bye);
+            let _ = write_all(&mut backend_tx, bye.freeze()).await;
+            Some(Refusal::new(
+                "08P01",
+                format!("invalid message from client: {e}"),
+            ))
+        }
+        End::Protocol(_, e) => Some(Refusal::new(
+            "08P01",
+            format!("resource \"{resource}\" sent an invalid message: {e}"),
+        )),
+        End::BackendClosed | End::Io("backend", _) => Some(Refusal::new(
+            "08006",
+            format!("connection to resource \"{resource}\" was lost"),
+        )),
+        _ => None,
+    };
+    if let Some(notice) = notice {
+        // A FATAL can only be injected between frames; mid-frame the client will see the
+        // connection close instead.
+        if backend_at_boundary {
+            let _ = write_all(&mut client_tx, notice.to_bytes()).await;
+        }
+    }
+    let _ = client_tx.shutdown().await;
+    end
+}
