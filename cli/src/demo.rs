@@ -3,12 +3,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use sluice_pgharness::{ClusterOptions, PgCluster};
-use sluice_proxy::auth::{generate_token_keys, mint_token};
-use sluice_proxy::tls::generate_loopback_certs;
+use sluice_proxy::deployment::{self, BackendSpec};
 
 /// Options of `sluice demo`.
 #[derive(clap::Args)]
@@ -36,21 +35,6 @@ const IDENTITIES: &[(&str, &str)] = &[
     ("bob", "support"),
     ("carol", "dba"),
 ];
-
-/// Writes a file readable by its owner only.
-pub fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
-}
 
 /// Runs the demo until SIGINT/SIGTERM.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -133,22 +117,21 @@ fn prepare(
              ALTER TABLE orders OWNER TO {GATEWAY_ROLE};"
         ),
     )?;
-    write_secret(
-        &dir.join("backend.password"),
-        &format!("{backend_password}\n"),
+
+    let deployment = deployment::write(
+        dir,
+        port,
+        driver,
+        &BackendSpec {
+            resource: "shop".into(),
+            host: cluster.host().to_owned(),
+            port: cluster.port(),
+            database: "shop".into(),
+            user: GATEWAY_ROLE.into(),
+            password: backend_password,
+        },
     )?;
-
-    let certs = generate_loopback_certs()?;
-    std::fs::write(dir.join("ca.crt"), &certs.ca_cert_pem)?;
-    std::fs::write(dir.join("server.crt"), &certs.server_cert_pem)?;
-    write_secret(&dir.join("server.key"), &certs.server_key_pem)?;
-
-    let keys = generate_token_keys()?;
-    write_secret(&dir.join("token-signing.key"), &keys.private_pem)?;
-    std::fs::write(dir.join("token-signing.pub.pem"), &keys.public_pem)?;
-
-    let config = dir.join("sluice.toml");
-    std::fs::write(&config, config_text(port, cluster.port(), driver))?;
+    let config = deployment.config.clone();
 
     let mut env = String::new();
     writeln!(
@@ -159,16 +142,8 @@ fn prepare(
     writeln!(env, "export SLUICE_CONFIG='{}'", config.display())?;
     writeln!(env, "export SLUICE_PORT={port}")?;
     writeln!(env, "export SLUICE_CA='{}'", dir.join("ca.crt").display())?;
-    let now = SystemTime::now();
     for (user, group) in IDENTITIES {
-        let token = mint_token(
-            keys.private_pem.as_bytes(),
-            "sluice",
-            user,
-            &[group.to_string()],
-            Duration::from_secs(12 * 3600),
-            now,
-        )?;
+        let token = deployment.mint(user, &[group], Duration::from_secs(12 * 3600))?;
         writeln!(env, "export {}_TOKEN='{token}'", user.to_uppercase())?;
     }
     writeln!(
@@ -179,7 +154,7 @@ fn prepare(
         cluster.port()
     )?;
     let env_path = dir.join("demo.env");
-    write_secret(&env_path, &env)?;
+    deployment::write_secret(&env_path, &env)?;
     Ok(DemoFiles {
         config,
         env: env_path,
@@ -211,88 +186,4 @@ fn print_banner(dir: &Path, files: &DemoFiles, port: u16, keep: bool) {
             "removes everything it created"
         },
     );
-}
-
-fn config_text(port: u16, backend_port: u16, driver: sluice_proxy::config::Driver) -> String {
-    format!(
-        r#"# Sluice gateway configuration, written by `sluice demo`.
-# Every field is shown with its value; fields marked (default) can be left out.
-# Relative paths are resolved against this file's directory.
-
-[listen]
-# Address every worker binds with SO_REUSEPORT.
-address = "127.0.0.1:{port}"
-# Worker threads, one monoio runtime each; 0 = one per core. (default 0)
-workers = 0
-# I/O driver: "io_uring" (falls back to epoll if the kernel refuses it) or "epoll". (default io_uring)
-driver = "{driver}"
-# Pin worker i to core i: cross-core wake-ups are expensive on small VMs. (default true)
-pin_workers = true
-# Plaintext clients from non-loopback addresses: tokens are passwords, keep this off. (default false)
-allow_plaintext_non_loopback = false
-# io_uring queue entries per worker. (default 1024)
-uring_entries = 1024
-
-[tls]
-# Certificate and key presented to clients (sslmode=require / verify-full).
-# The demo made a throwaway CA (ca.crt) and a certificate for localhost/127.0.0.1/::1.
-cert = "server.crt"
-key = "server.key"
-
-[auth]
-# Ed25519 public key that Sluice tokens are verified with. Mint tokens with
-#   sluice token mint --key token-signing.key --sub alice --group engineering --ttl 8h
-token_public_key = "token-signing.pub.pem"
-# Expected `iss` claim. (default "sluice")
-token_issuer = "sluice"
-# Allowed clock difference between minter and gateway, seconds. (default 30)
-clock_skew_secs = 30
-# The token's subject must equal the `user` the client connects as. (default true)
-require_user_match = true
-
-[limits]
-# Largest protocol message, bytes; checked from the length prefix before buffering. (default 1 GiB)
-max_message_bytes = 1073741824
-# Largest startup packet, bytes. (default 10000)
-max_startup_bytes = 10000
-# TLS + startup + token must complete within this many seconds. (default 15)
-handshake_timeout_secs = 15
-# Connecting and logging in to a backend, seconds. (default 5)
-backend_connect_timeout_secs = 5
-# Read buffer per direction per session, bytes; large results stream through it. (default 65536)
-buffer_bytes = 65536
-
-[shutdown]
-# After SIGTERM, sessions may finish for this many seconds; a second signal closes them at once. (default 30)
-grace_secs = 5
-
-# One [resources.NAME] per backend; clients choose it with dbname=NAME.
-# The credentials below are held by the gateway only; users never see them.
-[resources.shop]
-host = "127.0.0.1"
-port = {backend_port}
-database = "shop"
-user = "{GATEWAY_ROLE}"
-# Backend password source: a file (first line) or an environment variable (password_env).
-password_file = "backend.password"
-# TLS to the backend: "disable", "require" or "verify-full" (then set tls_ca). (default "disable")
-tls = "disable"
-"#
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_written_config_is_valid_and_matches_the_documented_defaults() {
-        let text = config_text(6432, 5432, sluice_proxy::config::Driver::IoUring);
-        let config = sluice_proxy::Config::parse(&text).expect("demo config parses");
-        assert_eq!(config.listen.address.port(), 6432);
-        assert_eq!(config.resources["shop"].user, GATEWAY_ROLE);
-        let defaults = sluice_proxy::config::LimitsConfig::default();
-        assert_eq!(config.limits.max_message_bytes, defaults.max_message_bytes);
-        assert_eq!(config.limits.buffer_bytes, defaults.buffer_bytes);
-    }
 }

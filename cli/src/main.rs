@@ -123,7 +123,7 @@ fn main() -> anyhow::Result<()> {
             let keys = sluice_proxy::auth::generate_token_keys()?;
             std::fs::create_dir_all(&out_dir)?;
             let private = out_dir.join("token-signing.key");
-            demo::write_secret(&private, &keys.private_pem)?;
+            sluice_proxy::deployment::write_secret(&private, &keys.private_pem)?;
             let public = out_dir.join("token-signing.pub.pem");
             std::fs::write(&public, &keys.public_pem)?;
             eprintln!(

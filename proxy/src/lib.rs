@@ -19,6 +19,7 @@ pub mod backend_login;
 pub mod cancel;
 pub mod config;
 pub mod conn;
+pub mod deployment;
 pub mod handshake;
 pub mod server;
 pub mod session;

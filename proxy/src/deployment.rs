@@ -1,0 +1,207 @@
+//! A complete deployment directory for one backend: TLS certificate (with its CA), token
+//! signing keys, the backend password file and a fully commented `sluice.toml`. `sluice
+//! demo` writes one for its throwaway cluster and the integration tests write one per test,
+//! so the file a newcomer reads is the file the tests run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+
+use crate::auth::{generate_token_keys, mint_token};
+use crate::config::Driver;
+use crate::tls::generate_loopback_certs;
+
+/// The backend a deployment points at.
+#[derive(Debug, Clone)]
+pub struct BackendSpec {
+    /// Resource name clients use as `dbname`.
+    pub resource: String,
+    /// Backend host.
+    pub host: String,
+    /// Backend port.
+    pub port: u16,
+    /// Database on the backend.
+    pub database: String,
+    /// Role the gateway logs in as.
+    pub user: String,
+    /// That role's password (written to `backend.password`, mode 0600).
+    pub password: String,
+}
+
+/// Files of a written deployment.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `sluice.toml`.
+    pub config: PathBuf,
+    /// CA certificate for clients' `sslrootcert`.
+    pub ca: PathBuf,
+    /// Private token signing key (PEM).
+    pub token_key: PathBuf,
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// Writes a deployment for `backend` into `dir`, listening on `127.0.0.1:port`.
+pub fn write(
+    dir: &Path,
+    port: u16,
+    driver: Driver,
+    backend: &BackendSpec,
+) -> anyhow::Result<Deployment> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_secret(
+        &dir.join("backend.password"),
+        &format!("{}\n", backend.password),
+    )?;
+
+    let certs = generate_loopback_certs()?;
+    std::fs::write(dir.join("ca.crt"), &certs.ca_cert_pem)?;
+    std::fs::write(dir.join("server.crt"), &certs.server_cert_pem)?;
+    write_secret(&dir.join("server.key"), &certs.server_key_pem)?;
+
+    let keys = generate_token_keys()?;
+    write_secret(&dir.join("token-signing.key"), &keys.private_pem)?;
+    std::fs::write(dir.join("token-signing.pub.pem"), &keys.public_pem)?;
+
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, config_text(port, driver, backend))?;
+    Ok(Deployment {
+        dir: dir.to_path_buf(),
+        config,
+        ca: dir.join("ca.crt"),
+        token_key: dir.join("token-signing.key"),
+    })
+}
+
+impl Deployment {
+    /// Mints a token for `subject` with the deployment's signing key.
+    pub fn mint(&self, subject: &str, groups: &[&str], ttl: Duration) -> anyhow::Result<String> {
+        let pem = std::fs::read(&self.token_key)?;
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        mint_token(&pem, "sluice", subject, &groups, ttl, SystemTime::now())
+    }
+}
+
+fn config_text(port: u16, driver: Driver, backend: &BackendSpec) -> String {
+    format!(
+        r#"# Sluice gateway configuration, written by `sluice demo` (sluice_proxy::deployment).
+# Every field is shown with its value; fields marked (default) can be left out.
+# Relative paths are resolved against this file's directory.
+
+[listen]
+# Address every worker binds with SO_REUSEPORT.
+address = "127.0.0.1:{port}"
+# Worker threads, one monoio runtime each; 0 = one per core. (default 0)
+workers = 0
+# I/O driver: "io_uring" (falls back to epoll if the kernel refuses it) or "epoll". (default io_uring)
+driver = "{driver}"
+# Pin worker i to core i: cross-core wake-ups are expensive on small VMs. (default true)
+pin_workers = true
+# Plaintext clients from non-loopback addresses: tokens are passwords, keep this off. (default false)
+allow_plaintext_non_loopback = false
+# io_uring queue entries per worker. (default 1024)
+uring_entries = 1024
+
+[tls]
+# Certificate and key presented to clients (sslmode=require / verify-full).
+# The demo made a throwaway CA (ca.crt) and a certificate for localhost/127.0.0.1/::1.
+cert = "server.crt"
+key = "server.key"
+
+[auth]
+# Ed25519 public key that Sluice tokens are verified with. Mint tokens with
+#   sluice token mint --key token-signing.key --sub alice --group engineering --ttl 8h
+token_public_key = "token-signing.pub.pem"
+# Expected `iss` claim. (default "sluice")
+token_issuer = "sluice"
+# Allowed clock difference between minter and gateway, seconds. (default 30)
+clock_skew_secs = 30
+# The token's subject must equal the `user` the client connects as. (default true)
+require_user_match = true
+
+[limits]
+# Largest protocol message, bytes; checked from the length prefix before buffering. (default 1 GiB)
+max_message_bytes = 1073741824
+# Largest startup packet, bytes. (default 10000)
+max_startup_bytes = 10000
+# TLS + startup + token must complete within this many seconds. (default 15)
+handshake_timeout_secs = 15
+# Connecting and logging in to a backend, seconds. (default 5)
+backend_connect_timeout_secs = 5
+# Read buffer per direction per session, bytes; large results stream through it. (default 65536)
+buffer_bytes = 65536
+
+[shutdown]
+# After SIGTERM, sessions may finish for this many seconds; a second signal closes them at once. (default 30)
+grace_secs = 5
+
+# One [resources.NAME] per backend; clients choose it with dbname=NAME.
+# The credentials below are held by the gateway only; users never see them.
+[resources.{name}]
+host = "{host}"
+port = {backend_port}
+database = "{database}"
+user = "{user}"
+# Backend password source: a file (first line) or an environment variable (password_env).
+password_file = "backend.password"
+# TLS to the backend: "disable", "require" or "verify-full" (then set tls_ca). (default "disable")
+tls = "disable"
+"#,
+        name = backend.resource,
+        host = backend.host,
+        backend_port = backend.port,
+        database = backend.database,
+        user = backend.user,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_config_loads_and_matches_the_documented_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = BackendSpec {
+            resource: "shop".into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: "shop".into(),
+            user: "gw".into(),
+            password: "pw".into(),
+        };
+        let deployment = write(dir.path(), 6432, Driver::IoUring, &backend).expect("write");
+        let config = crate::Config::load(&deployment.config).expect("loads and validates");
+        assert_eq!(config.listen.address.port(), 6432);
+        assert_eq!(config.resources["shop"].user, "gw");
+        let defaults = crate::config::LimitsConfig::default();
+        assert_eq!(config.limits.max_message_bytes, defaults.max_message_bytes);
+        assert_eq!(config.limits.buffer_bytes, defaults.buffer_bytes);
+        assert_eq!(
+            config.resources["shop"]
+                .password(&config)
+                .expect("password"),
+            Some("pw".to_owned())
+        );
+        let token = deployment
+            .mint("alice", &["engineering"], Duration::from_secs(60))
+            .expect("mint");
+        assert!(!token.is_empty());
+    }
+}
