@@ -2,6 +2,7 @@
 //! config, keys, certificates and tokens for three identities, and the gateway in front.
 
 use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,15 +41,26 @@ const IDENTITIES: &[(&str, &str)] = &[
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (dir, _temp) = match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)?;
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)?;
+                // PostgreSQL runs as an unprivileged user when we are root; it must be able
+                // to reach its cluster below this directory. Secrets inside are 0600.
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+            }
             (dir.canonicalize()?, None)
         }
         None => {
-            let temp = tempfile::Builder::new().prefix("sluice-demo-").tempdir()?;
-            (temp.path().to_path_buf(), (!args.keep).then_some(temp))
+            let temp = tempfile::Builder::new()
+                .prefix("sluice-demo-")
+                .permissions(std::fs::Permissions::from_mode(0o755))
+                .tempdir()?;
+            if args.keep {
+                (temp.keep(), None)
+            } else {
+                (temp.path().to_path_buf(), Some(temp))
+            }
         }
     };
-    // With --keep and no --dir, the temp dir must outlive us.
     eprintln!(
         "sluice demo: starting PostgreSQL in {}",
         dir.join("pg").display()

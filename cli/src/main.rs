@@ -52,6 +52,9 @@ enum Command {
         /// Override `listen.workers` (0 = one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Override `listen.address`, e.g. 127.0.0.1:6433.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Token keys and tokens.
     #[command(subcommand)]
@@ -107,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             config,
             driver,
             workers,
+            listen,
         } => {
             let mut config = sluice_proxy::Config::load(&config)?;
             if let Some(driver) = driver {
@@ -114,6 +118,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(workers) = workers {
                 config.listen.workers = workers;
+            }
+            if let Some(listen) = listen {
+                config.listen.address = listen;
             }
             let gateway = sluice_proxy::Gateway::start(config)?;
             signals::forward_to(gateway.shutdown_handle())?;

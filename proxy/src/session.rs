@@ -258,7 +258,6 @@ async fn client_handshake(
                     Ok(message) => message,
                     Err(end) => return Err((conn, end)),
                 };
-                let user = next.user().to_owned();
                 return match next.handle(
                     message,
                     ctx.verifier.as_ref(),
@@ -266,10 +265,8 @@ async fn client_handshake(
                     ctx.config.auth.require_user_match,
                 ) {
                     Ok(auth) => Ok(Some((conn, buf, auth))),
-                    Err(refusal) => {
-                        warn!(%peer, user, sqlstate = refusal.sqlstate, reason = %refusal.message, "authentication refused");
-                        Err((conn, End::Refused(refusal)))
-                    }
+                    // Logged once, with the session ID, by the session-end line.
+                    Err(refusal) => Err((conn, End::Refused(refusal))),
                 };
             }
         }
