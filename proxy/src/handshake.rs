@@ -6,6 +6,7 @@
 //!
 //! Sans-I/O: packets and the clock come in, bytes to send and decisions come out.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -38,8 +39,9 @@ impl Transport {
 /// `ErrorResponse`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// SQLSTATE code.
-    pub sqlstate: &'static str,
+    /// SQLSTATE code (usually one of ours; a backend's own code when it refused us for a
+    /// reason the client can act on, such as too many connections).
+    pub sqlstate: Cow<'static, str>,
     /// Primary message.
     pub message: String,
     /// What the user can do about it.
@@ -47,9 +49,9 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    pub(crate) fn new(sqlstate: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(sqlstate: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Refusal {
-            sqlstate,
+            sqlstate: sqlstate.into(),
             message: message.into(),
             hint: None,
         }
@@ -66,7 +68,7 @@ impl Refusal {
         backend::encode_error(
             &mut out,
             "FATAL",
-            self.sqlstate,
+            &self.sqlstate,
             &self.message,
             None,
             self.hint.as_deref(),

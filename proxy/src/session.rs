@@ -411,23 +411,11 @@ async fn backend_login(
             Err(e) => {
                 warn!(resource = %target.name, error = %e, "backend login failed");
                 return Err(Refusal::new(
-                    static_sqlstate(&e.sqlstate()),
+                    e.sqlstate(),
                     format!("could not log in to resource \"{}\": {e}", target.name),
                 ));
             }
         }
-    }
-}
-
-/// Refusals carry `&'static str` codes; backend codes are five ASCII characters from a
-/// closed set, so the common ones are mapped and the rest reported as 08001.
-fn static_sqlstate(code: &str) -> &'static str {
-    match code {
-        "53300" => "53300",
-        "3D000" => "3D000",
-        "57P03" => "57P03",
-        "42501" => "42501",
-        _ => "08001",
     }
 }
 
