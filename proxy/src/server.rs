@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
 use anyhow::Context;
+use futures_util::FutureExt;
 use monoio::net::TcpListener;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use rustls::pki_types::ServerName;
@@ -388,7 +391,14 @@ async fn worker_main(
                 let active = active.clone();
                 active.set(active.get() + 1);
                 monoio::spawn(async move {
-                    crate::session::serve(stream, peer, ctx).await;
+                    // A bug in one session must not take the worker, and every other
+                    // session on it, down with it.
+                    let served = AssertUnwindSafe(crate::session::serve(stream, peer, ctx))
+                        .catch_unwind()
+                        .await;
+                    if served.is_err() {
+                        error!(worker = index, %peer, "session panicked; its connections were closed");
+                    }
                     active.set(active.get() - 1);
                 });
             }

@@ -124,9 +124,13 @@ pub fn generate_loopback_certs() -> anyhow::Result<GeneratedCerts> {
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    // A unique name per CA: with one fixed name, OpenSSL picks whichever "Sluice demo CA"
+    // it was given as the issuer and reports a wrong CA as a signature failure ("EVP lib")
+    // instead of an unknown issuer.
+    let tag: u32 = rand::random();
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "Sluice demo CA");
+        .push(DnType::CommonName, format!("Sluice demo CA {tag:08x}"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key)?;
@@ -141,6 +145,7 @@ pub fn generate_loopback_certs() -> anyhow::Result<GeneratedCerts> {
     params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
+    params.use_authority_key_identifier_extension = true;
     let server_cert = params.signed_by(&server_key, &issuer)?;
     Ok(GeneratedCerts {
         ca_cert_pem: ca_cert.pem(),
