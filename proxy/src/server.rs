@@ -1,6 +1,7 @@
 //! Worker threads: one monoio runtime per core, each pinned, each with its own
 //! `SO_REUSEPORT` listener, sharing nothing mutable on the data path.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use std::panic::AssertUnwindSafe;
 
 use anyhow::Context;
+use futures_util::future::{AbortHandle, Abortable, Aborted};
 use futures_util::FutureExt;
 use monoio::net::TcpListener;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
@@ -372,37 +374,35 @@ async fn worker_main(
     });
     let _ = ready.send(Ok(()));
     drop(ready);
-    let active = Rc::new(std::cell::Cell::new(0usize));
+    let sessions = Sessions::default();
+    // Every ShutdownHandle dropped (the embedder went away): nobody can stop us any more,
+    // so behave as if told to stop now.
+    let mut orphaned = false;
     loop {
-        if *rx.borrow() != Phase::Running {
+        if orphaned || *rx.borrow() != Phase::Running {
             break;
         }
+        // The accept is cancelled through monoio's cancel handle rather than by dropping
+        // it: an accept that completes in the kernel while we stop is still returned (and
+        // served) instead of leaking a connection nobody reads.
+        let canceller = monoio::io::Canceller::new();
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
         let accepted = monoio::select! {
-            accepted = listener.accept() => Some(accepted),
-            changed = rx.changed() => changed.err().map(|_| Err(std::io::Error::other("shutdown handle dropped"))),
+            accepted = &mut accept => accepted,
+            changed = rx.changed() => {
+                orphaned = changed.is_err();
+                canceller.cancel();
+                match accept.await {
+                    Ok(conn) => Ok(conn),
+                    // Cancelled: loop around to see the new phase.
+                    Err(_) => continue,
+                }
+            }
         };
         match accepted {
-            None => continue,
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::Other && rx.has_changed().is_err() => {
-                break
-            }
-            Some(Ok((stream, peer))) => {
-                let ctx = ctx.clone();
-                let active = active.clone();
-                active.set(active.get() + 1);
-                monoio::spawn(async move {
-                    // A bug in one session must not take the worker, and every other
-                    // session on it, down with it.
-                    let served = AssertUnwindSafe(crate::session::serve(stream, peer, ctx))
-                        .catch_unwind()
-                        .await;
-                    if served.is_err() {
-                        error!(worker = index, %peer, "session panicked; its connections were closed");
-                    }
-                    active.set(active.get() - 1);
-                });
-            }
-            Some(Err(e)) => {
+            Ok((stream, peer)) => sessions.spawn(index, stream, peer, ctx.clone()),
+            Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 warn!(worker = index, error = %e, "accept failed");
                 monoio::time::sleep(Duration::from_millis(50)).await;
@@ -411,23 +411,81 @@ async fn worker_main(
     }
     drop(listener);
     let deadline = Instant::now() + grace;
-    if active.get() > 0 {
+    if sessions.len() > 0 {
         info!(
             worker = index,
-            sessions = active.get(),
+            sessions = sessions.len(),
             grace_secs = grace.as_secs(),
             "draining"
         );
     }
-    while active.get() > 0 && Instant::now() < deadline && *rx.borrow() != Phase::Stop {
+    while sessions.len() > 0
+        && Instant::now() < deadline
+        && !orphaned
+        && *rx.borrow() != Phase::Stop
+    {
         monoio::time::sleep(Duration::from_millis(50)).await;
     }
-    if active.get() > 0 {
+    if sessions.len() > 0 {
         warn!(
             worker = index,
-            sessions = active.get(),
+            sessions = sessions.len(),
             "closing sessions still open at shutdown"
         );
+        // monoio does not drop tasks parked on I/O when its runtime goes away, so open
+        // sessions are aborted explicitly: dropping a session closes both its sockets.
+        sessions.abort_all();
+        while sessions.len() > 0 {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     Ok(())
+}
+
+/// The sessions a worker is serving. Each runs as its own task wrapped in an abort handle,
+/// so shutdown can end the ones still open after the grace period; polling the handle is
+/// an atomic load, with no lock on the data path.
+#[derive(Default, Clone)]
+struct Sessions {
+    open: Rc<RefCell<HashMap<u64, AbortHandle>>>,
+    next_id: Rc<std::cell::Cell<u64>>,
+}
+
+impl Sessions {
+    fn len(&self) -> usize {
+        self.open.borrow().len()
+    }
+
+    fn spawn(
+        &self,
+        worker: usize,
+        stream: monoio::net::TcpStream,
+        peer: SocketAddr,
+        ctx: Rc<WorkerContext>,
+    ) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (handle, registration) = AbortHandle::new_pair();
+        self.open.borrow_mut().insert(id, handle);
+        let open = self.open.clone();
+        monoio::spawn(async move {
+            // A bug in one session must not take the worker, and every other session on
+            // it, down with it.
+            let session = AssertUnwindSafe(crate::session::serve(stream, peer, ctx)).catch_unwind();
+            match Abortable::new(session, registration).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    error!(worker, %peer, "session panicked; its connections were closed")
+                }
+                Err(Aborted) => warn!(worker, %peer, "session closed by gateway shutdown"),
+            }
+            open.borrow_mut().remove(&id);
+        });
+    }
+
+    fn abort_all(&self) {
+        for handle in self.open.borrow().values() {
+            handle.abort();
+        }
+    }
 }
