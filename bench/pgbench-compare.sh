@@ -3,11 +3,15 @@
 # interleaved in rounds so machine noise hits every target alike. Reports median TPS, the
 # ratio to direct, and the gateway's CPU time per transaction (utime+stime from /proc).
 #
-#   bash bench/pgbench-compare.sh [--clients 8] [--seconds 8] [--rounds 3] [--modes "simple prepared"] [--scale 10]
+#   bash bench/pgbench-compare.sh [--clients 8] [--seconds 8] [--rounds 3] [--modes "simple prepared"] [--scale 10] [--no-pgbouncer]
+#
+# Every target is reached over plain TCP on loopback (sslmode=disable), so the comparison is
+# like for like; PgBouncer (session pooling, installed from Debian's packages when missing)
+# is the pooler Sluice has to beat on CPU per transaction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-clients=8 seconds=8 rounds=3 modes="simple extended prepared" scale=10
+clients=8 seconds=8 rounds=3 modes="simple extended prepared" scale=10 pgbouncer=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --clients) clients=$2; shift 2 ;;
@@ -15,6 +19,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --modes) modes=$2; shift 2 ;;
         --scale) scale=$2; shift 2 ;;
+        --no-pgbouncer) pgbouncer=0; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -34,17 +39,28 @@ trap cleanup EXIT
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-port_uring=$((20000 + RANDOM % 10000)); port_epoll=$((port_uring + 1))
+port_uring=$((20000 + RANDOM % 10000))
 SLUICE_LOG=warn "$bin" demo --dir "$work/demo" --port "$port_uring" >"$work/demo.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do [ -f "$work/demo/demo.env" ] && port_open "$port_uring" && break; sleep 0.5; done
 # shellcheck disable=SC1091
 . "$work/demo/demo.env"
-SLUICE_LOG=warn "$bin" proxy --config "$SLUICE_CONFIG" --driver epoll --listen "127.0.0.1:$port_epoll" >"$work/epoll.log" 2>&1 &
-pids+=($!)
-epoll_pid=$!
-uring_pid=$(pgrep -f "sluice demo --dir $work/demo" | head -n 1)
-for _ in $(seq 1 60); do port_open "$port_epoll" && break; sleep 0.25; done
+# One gateway per (driver, workers) variant, all from the demo's config; idle ones cost
+# nothing. The demo's own gateway (io_uring, one worker per core) is the first.
+declare -A proxy_port proxy_pid
+proxy_port[sluice-io_uring-w2]=$port_uring
+proxy_pid[sluice-io_uring-w2]=$(pgrep -f "sluice demo --dir $work/demo" | head -n 1)
+next_port=$((port_uring + 10))
+for variant in io_uring-w1 epoll-w1 epoll-w2; do
+    driver=${variant%-w*}; workers=${variant##*-w}
+    SLUICE_LOG=warn "$bin" proxy --config "$SLUICE_CONFIG" --driver "$driver" --workers "$workers" \
+        --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
+    pids+=($!)
+    proxy_pid[sluice-$variant]=$!
+    proxy_port[sluice-$variant]=$next_port
+    for _ in $(seq 1 60); do port_open "$next_port" && break; sleep 0.25; done
+    next_port=$((next_port + 1))
+done
 
 export PGPASSWORD_DIRECT=${DEMO_BACKEND_URL#*://*:}; PGPASSWORD_DIRECT=${PGPASSWORD_DIRECT%@*}
 direct_user=${DEMO_BACKEND_URL#*://}; direct_user=${direct_user%%:*}
@@ -53,6 +69,37 @@ PGPASSWORD=$PGPASSWORD_DIRECT pgbench -q -i -s "$scale" "host=127.0.0.1 port=$di
 PGPASSWORD=$PGPASSWORD_DIRECT psql -qX "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" \
     -c "GRANT ALL ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO sluice_gateway" >/dev/null
 
+bouncer_pid=""
+port_bouncer=$((port_uring + 5))
+if [ "$pgbouncer" = 1 ]; then
+    command -v pgbouncer >/dev/null 2>&1 || { apt-get install -y -qq pgbouncer >/dev/null 2>&1 || apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }
+    mkdir -m 777 "$work/bouncer"
+    cat >"$work/bouncer/pgbouncer.ini" <<INI
+[databases]
+shop = host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user password=$PGPASSWORD_DIRECT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port_bouncer
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/bouncer/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $work/bouncer/pgbouncer.log
+pidfile = $work/bouncer/pgbouncer.pid
+INI
+    echo "\"$direct_user\" \"\"" >"$work/bouncer/users.txt"
+    chmod 644 "$work/bouncer/"*
+    runas=()
+    [ "$(id -u)" -eq 0 ] && runas=(-u postgres)
+    pgbouncer -d "${runas[@]}" "$work/bouncer/pgbouncer.ini"
+    for _ in $(seq 1 40); do port_open "$port_bouncer" && break; sleep 0.25; done
+    bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
+fi
+stop_bouncer() { [ -n "$bouncer_pid" ] && kill "$bouncer_pid" 2>/dev/null || true; }
+trap 'stop_bouncer; cleanup' EXIT
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
@@ -60,12 +107,12 @@ run() { # target mode -> "tps cpu_us_per_txn"
     local target=$1 mode=$2 conn pid="" pw
     case "$target" in
         direct) conn="host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user"; pw=$PGPASSWORD_DIRECT ;;
-        sluice-io_uring) conn="host=127.0.0.1 port=$port_uring dbname=shop user=carol"; pw=$CAROL_TOKEN; pid=$uring_pid ;;
-        sluice-epoll) conn="host=127.0.0.1 port=$port_epoll dbname=shop user=carol"; pw=$CAROL_TOKEN; pid=$epoll_pid ;;
+        pgbouncer) conn="host=127.0.0.1 port=$port_bouncer dbname=shop user=$direct_user"; pw=x; pid=$bouncer_pid ;;
+        sluice-*) conn="host=127.0.0.1 port=${proxy_port[$target]} dbname=shop user=carol"; pw=$CAROL_TOKEN; pid=${proxy_pid[$target]} ;;
     esac
     local before=0 after=0 out tps txns
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
-    out=$(PGPASSWORD=$pw pgbench -n -S -c "$clients" -j 2 -T "$seconds" -M "$mode" "$conn" 2>&1)
+    out=$(PGPASSWORD=$pw pgbench -n -S -c "$clients" -j 2 -T "$seconds" -M "$mode" "$conn sslmode=disable" 2>&1)
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
     tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
     txns=$(awk '/number of transactions actually processed/{split($0,a,": "); split(a[2],b,"/"); print b[1]; exit}' <<<"$out")
@@ -80,7 +127,8 @@ run() { # target mode -> "tps cpu_us_per_txn"
 
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "-"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
-targets="direct sluice-io_uring sluice-epoll"
+targets="direct sluice-io_uring-w1 sluice-io_uring-w2 sluice-epoll-w1 sluice-epoll-w2"
+[ -n "$bouncer_pid" ] && targets="$targets pgbouncer"
 results="$work/results"; : >"$results"
 for mode in $modes; do
     for round in $(seq 1 "$rounds"); do
@@ -93,9 +141,9 @@ done
 
 echo
 echo "pgbench -S -c $clients -j 2 -T $seconds, scale $scale, $rounds interleaved rounds, $(nproc) cores;"
-echo "Sluice workers pinned one per core (pin_workers = true); PostgreSQL and pgbench unpinned."
+echo "Sluice -wN = N workers, each pinned to its own core (pin_workers = true); PostgreSQL, PgBouncer and pgbench unpinned; sslmode=disable for all."
 echo
-echo "| mode | target | median TPS | ratio to direct | gateway CPU µs/txn (median) |"
+echo "| mode | target | median TPS | ratio to direct | proxy CPU µs/txn (median) |"
 echo "|---|---|---|---|---|"
 for mode in $modes; do
     direct=$(awk -v m="$mode" '$1==m && $2=="direct"{print $4}' "$results" | median)
