@@ -926,3 +926,81 @@ async fn grace_expiry_closes_remaining_sessions() {
 async fn stop_closes_open_sessions() {
     assert_join_closes_open_sessions(60, |handle| handle.stop()).await;
 }
+
+// Backend TLS per resource: `require` encrypts, `verify-full` also checks the certificate
+// against `tls_ca`, and a backend whose certificate does not verify is refused with 08001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_require_and_verify_full() {
+    use sluice_proxy::config::BackendTls;
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+
+    let certs = sluice_proxy::tls::generate_loopback_certs().expect("certs");
+    let foreign = sluice_proxy::tls::generate_loopback_certs().expect("foreign certs");
+    let cas = tempfile::tempdir().expect("tempdir");
+    let ca = cas.path().join("backend-ca.crt");
+    let foreign_ca = cas.path().join("foreign-ca.crt");
+    std::fs::write(&ca, &certs.ca_cert_pem).expect("write ca");
+    std::fs::write(&foreign_ca, &foreign.ca_cert_pem).expect("write ca");
+
+    for (mode, ca_file, expect_ok) in [
+        (BackendTls::Require, None, true),
+        (BackendTls::VerifyFull, Some(ca.clone()), true),
+        (BackendTls::VerifyFull, Some(foreign_ca.clone()), false),
+    ] {
+        let fx = Fixture::with_config(move |config| {
+            let resource = config.resources.get_mut(RESOURCE).expect("resource");
+            resource.tls = mode;
+            resource.tls_ca = ca_file;
+        });
+        // Turn TLS on in the running cluster: PostgreSQL wants its key owned by the
+        // user it runs as and not readable by others.
+        let data = fx.cluster.data_dir().to_path_buf();
+        let owner = std::fs::metadata(&data).expect("data dir").uid();
+        for (name, pem) in [
+            ("server.crt", &certs.server_cert_pem),
+            ("server.key", &certs.server_key_pem),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, pem).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            chown(&path, Some(owner), None).expect("chown");
+        }
+        fx.cluster
+            .psql("postgres", "ALTER SYSTEM SET ssl = on")
+            .expect("ssl on");
+        fx.cluster.reload().expect("reload");
+
+        if expect_ok {
+            let client = fx.client("alice").await;
+            let row = guard(
+                "backend ssl status",
+                client.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                ),
+            )
+            .await
+            .expect("query");
+            assert!(
+                row.get::<_, bool>(0),
+                "{mode:?}: the backend connection must be encrypted"
+            );
+        } else {
+            let token = fx.token("alice");
+            let err = guard(
+                "connect with an unverifiable backend",
+                fx.pg_config("alice", &token, RESOURCE).connect(NoTls),
+            )
+            .await
+            .err()
+            .expect("a backend certificate from another CA must be refused");
+            assert_eq!(common::sqlstate(&err), Some("08001"), "{}", describe(&err));
+            // The TLS handshake itself failed (not a server without TLS saying `N`).
+            let text = describe(&err);
+            assert!(
+                text.contains(&format!("TLS to resource \"{RESOURCE}\" failed")),
+                "{text}"
+            );
+        }
+    }
+}
