@@ -582,6 +582,9 @@ async fn relay(
         }
     };
 
+    // Whether the bytes sent to the client so far end exactly at a frame boundary, so the
+    // gateway may append a FATAL of its own when the session ends.
+    let client_at_boundary = Cell::new(true);
     let downstream = async {
         let mut walker = FrameWalker::new(max_len);
         let mut buf = BytesMut::with_capacity(buffer);
@@ -613,9 +616,11 @@ async fn relay(
                     .bytes_from_backend
                     .set(counters.bytes_from_backend.get() + walked.forward as u64);
                 let out = buf.split_to(walked.forward).freeze();
+                client_at_boundary.set(false);
                 if let Err(e) = write_all(&mut client_tx, out).await {
                     return (End::Io("client", e), false);
                 }
+                client_at_boundary.set(walker.at_boundary());
             }
             if let Some(need) = walked.need_capacity {
                 buf.reserve(need.saturating_sub(buf.len()));
@@ -626,7 +631,7 @@ async fn relay(
     // One task, two loops; whichever ends first ends the session and drops the other,
     // which cancels its pending read. No per-I/O select on the hot path.
     let (end, backend_at_boundary) = monoio::select! {
-        end = upstream => (end, true),
+        end = upstream => (end, client_at_boundary.get()),
         (end, at_boundary) = downstream => (end, at_boundary),
     };
     let notice = match &end {
