@@ -577,13 +577,19 @@ fn sigterm_refuses_new_connections_lets_open_sessions_finish_and_exits_zero() {
 
     gw.proc.signal("TERM");
 
-    // New connections are refused once every worker has dropped its listener.
+    // New connections are refused once every worker has dropped its listener. A connect
+    // caught in the backlog of the first listener to close is refused while another
+    // worker still listens, so wait for several refusals in a row.
     let addr = SocketAddr::from(([127, 0, 0, 1], gw.port));
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused_in_a_row = 0;
     loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
-            _ => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused_in_a_row += 1,
+            _ => refused_in_a_row = 0,
+        }
+        if refused_in_a_row == 5 {
+            break;
         }
         assert!(
             Instant::now() < deadline,

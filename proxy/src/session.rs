@@ -511,6 +511,10 @@ async fn run_authenticated(
 /// Frames from the client that end the session once forwarded.
 const TERMINATE: u8 = b'X';
 
+/// How long a session whose client broke the protocol waits for its backend to close
+/// after Terminate, so the backend's last response reaches the client whole.
+const CLIENT_ERROR_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn relay(
     client: Conn,
     backend: Conn,
@@ -524,6 +528,10 @@ async fn relay(
     let buffer = ctx.config.limits.buffer_bytes;
     let max_len = ctx.config.limits.max_message_bytes;
 
+    // A client that breaks the protocol is not cut off mid-response: the backend is told
+    // to terminate, the downstream loop forwards whatever the backend still sends and ends
+    // at its EOF, and the FATAL goes out after that, between frames.
+    let client_error: Cell<Option<DecodeError>> = Cell::new(None);
     let upstream = async {
         let mut walker = FrameWalker::new(max_len);
         let mut buf = leftover;
@@ -542,7 +550,16 @@ async fn relay(
                 );
                 let walked = match walked {
                     Ok(walked) => walked,
-                    Err(e) => return End::Protocol("client", e),
+                    Err(e) => {
+                        client_error.set(Some(e.clone()));
+                        let mut bye = BytesMut::new();
+                        FrontendMessage::Terminate.encode(&mut bye);
+                        if write_all(&mut backend_tx, bye.freeze()).await.is_ok() {
+                            // Bounded, in case the backend never closes.
+                            monoio::time::sleep(CLIENT_ERROR_DRAIN).await;
+                        }
+                        return End::Protocol("client", e);
+                    }
                 };
                 counters
                     .statements
@@ -634,16 +651,15 @@ async fn relay(
         end = upstream => (end, client_at_boundary.get()),
         (end, at_boundary) = downstream => (end, at_boundary),
     };
+    let end = match client_error.take() {
+        Some(e) => End::Protocol("client", e),
+        None => end,
+    };
     let notice = match &end {
-        End::Protocol("client", e) => {
-            let mut bye = BytesMut::new();
-            FrontendMessage::Terminate.encode(&mut bye);
-            let _ = write_all(&mut backend_tx, bye.freeze()).await;
-            Some(Refusal::new(
-                "08P01",
-                format!("invalid message from client: {e}"),
-            ))
-        }
+        End::Protocol("client", e) => Some(Refusal::new(
+            "08P01",
+            format!("invalid message from client: {e}"),
+        )),
         End::Protocol(_, e) => Some(Refusal::new(
             "08P01",
             format!("resource \"{resource}\" sent an invalid message: {e}"),

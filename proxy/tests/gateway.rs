@@ -849,9 +849,18 @@ async fn drain_refuses_new_sessions_and_waits_for_open_ones() {
     let gateway = fx.take_gateway();
     gateway.shutdown_handle().drain();
 
-    // Workers see the phase change asynchronously; once a listener is gone, it stays gone.
+    // Workers see the phase change asynchronously and each closes its own SO_REUSEPORT
+    // listener. A connect that lands in the backlog of the listener closing first is reset
+    // while another worker still listens, so one failure is not proof: wait for several
+    // in a row.
     guard("listeners close", async {
-        while TcpStream::connect(addr).await.is_ok() {
+        let mut refused_in_a_row = 0;
+        while refused_in_a_row < 5 {
+            if TcpStream::connect(addr).await.is_ok() {
+                refused_in_a_row = 0;
+            } else {
+                refused_in_a_row += 1;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
