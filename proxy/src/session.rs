@@ -41,6 +41,8 @@ enum End {
     HandshakeTimeout,
     /// A cancel request was handled on this connection.
     Cancel,
+    /// The client's TLS handshake failed.
+    Tls(String),
 }
 
 /// Per-session counters, shared by the two relay directions on the same thread.
@@ -57,7 +59,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
     let session_id = Uuid::now_v7();
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
-    let counters = Rc::new(Counters::default());
+    let counters = Counters::default();
     let handshake = monoio::time::timeout(
         ctx.config.handshake_timeout(),
         client_handshake(Conn::Plain(stream), peer, &ctx),
@@ -74,15 +76,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
                 &End::HandshakeTimeout,
             )
         }
-        Ok(Err((mut client, end))) => {
-            if let End::Refused(refusal) = &end {
-                let _ = write_all(&mut client, refusal.to_bytes()).await;
+        Ok(Err((client, end))) => {
+            if let Some(mut client) = client {
+                if let End::Refused(refusal) = &end {
+                    let _ = write_all(&mut client, refusal.to_bytes()).await;
+                }
+                let _ = client.shutdown().await;
             }
-            let _ = client.shutdown().await;
             return log_end(session_id, peer, None, started, &counters, &end);
         }
-        Ok(Ok(None)) => return log_end(session_id, peer, None, started, &counters, &End::Cancel),
-        Ok(Ok(Some(done))) => done,
+        Ok(Ok(done)) => done,
     };
     let end = run_authenticated(session_id, client, leftover, &auth, peer, &ctx, &counters).await;
     log_end(session_id, peer, Some(&auth), started, &counters, &end);
@@ -106,6 +109,7 @@ fn log_end(
         End::Protocol(side, e) => format!("{side} protocol error: {e}"),
         End::HandshakeTimeout => "handshake timed out".to_owned(),
         End::Cancel => "cancel request".to_owned(),
+        End::Tls(e) => format!("TLS handshake failed: {e}"),
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let fields = (
@@ -114,11 +118,13 @@ fn log_end(
         counters.statements.get(),
     );
     match end {
-        End::Refused(_) | End::Io(..) | End::Protocol(..) | End::HandshakeTimeout => warn!(
-            session = %session_id, %peer, principal, resource, duration_ms = elapsed_ms,
-            bytes_in = fields.0, bytes_out = fields.1, statements = fields.2,
-            reason = %reason, "session end"
-        ),
+        End::Refused(_) | End::Io(..) | End::Protocol(..) | End::HandshakeTimeout | End::Tls(_) => {
+            warn!(
+                session = %session_id, %peer, principal, resource, duration_ms = elapsed_ms,
+                bytes_in = fields.0, bytes_out = fields.1, statements = fields.2,
+                reason = %reason, "session end"
+            )
+        }
         _ => info!(
             session = %session_id, %peer, principal, resource, duration_ms = elapsed_ms,
             bytes_in = fields.0, bytes_out = fields.1, statements = fields.2,
@@ -127,68 +133,85 @@ fn log_end(
     }
 }
 
-type HandshakeResult = Result<Option<(Conn, BytesMut, Authenticated)>, (Conn, End)>;
+/// An authenticated client (with any bytes it already pipelined), or why the handshake
+/// ended and the connection, if it still exists, to tell the client on.
+type HandshakeResult = Result<(Conn, BytesMut, Authenticated), (Option<Conn>, End)>;
 
-/// Reads one startup packet, buffering until complete.
-async fn read_startup(
-    conn: &mut Conn,
-    buf: &mut BytesMut,
-    limits: &Limits,
-) -> Result<StartupPacket, End> {
-    loop {
-        match startup::decode(buf, limits) {
-            Ok(Decode::Frame(packet)) => return Ok(packet),
-            Ok(Decode::NeedMore(n)) => {
-                let (result, b) = read_into(conn, std::mem::take(buf), n.max(512)).await;
-                *buf = b;
-                match result {
-                    Ok(0) => return Err(End::ClientClosed),
-                    Ok(_) => {}
-                    Err(e) => return Err(End::Io("client", e)),
-                }
-            }
-            Err(DecodeError::UnsupportedProtocol { major, minor }) => {
-                return Err(End::Refused(Refusal::new(
-                    "0A000",
-                    format!("unsupported frontend protocol {major}.{minor}: Sluice speaks 3.0"),
-                )))
-            }
-            Err(e) => {
-                return Err(End::Refused(Refusal::new(
-                    "08P01",
-                    format!("invalid startup packet: {e}"),
-                )))
-            }
-        }
-    }
+/// Why a whole message could not be read.
+enum ReadFailure {
+    /// The peer closed before the message was complete.
+    Closed,
+    /// The socket failed.
+    Io(std::io::Error),
+    /// The bytes are not a valid message.
+    Invalid(DecodeError),
 }
 
-/// Reads one regular frontend message.
-async fn read_frontend(
+/// Reads until `decode` yields one complete message; used for the handshake and login
+/// phases, where messages are handled one at a time.
+async fn read_message<T>(
     conn: &mut Conn,
     buf: &mut BytesMut,
     limits: &Limits,
-) -> Result<FrontendMessage, End> {
+    decode: impl Fn(&mut BytesMut, &Limits) -> Result<Decode<T>, DecodeError>,
+) -> Result<T, ReadFailure> {
     loop {
-        match frontend::decode(buf, limits) {
+        match decode(buf, limits) {
             Ok(Decode::Frame(message)) => return Ok(message),
             Ok(Decode::NeedMore(n)) => {
                 let (result, b) = read_into(conn, std::mem::take(buf), n.max(512)).await;
                 *buf = b;
                 match result {
-                    Ok(0) => return Err(End::ClientClosed),
+                    Ok(0) => return Err(ReadFailure::Closed),
                     Ok(_) => {}
-                    Err(e) => return Err(End::Io("client", e)),
+                    Err(e) => return Err(ReadFailure::Io(e)),
                 }
             }
-            Err(e) => {
-                return Err(End::Refused(Refusal::new(
-                    "08P01",
-                    format!("invalid message during authentication: {e}"),
-                )))
-            }
+            Err(e) => return Err(ReadFailure::Invalid(e)),
         }
     }
+}
+
+/// Reads one startup packet from the client.
+async fn read_startup(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<StartupPacket, End> {
+    read_message(conn, buf, limits, startup::decode)
+        .await
+        .map_err(|failure| match failure {
+            ReadFailure::Closed => End::ClientClosed,
+            ReadFailure::Io(e) => End::Io("client", e),
+            ReadFailure::Invalid(DecodeError::UnsupportedProtocol { major, minor }) => {
+                End::Refused(Refusal::new(
+                    "0A000",
+                    format!("unsupported frontend protocol {major}.{minor}: Sluice speaks 3.0"),
+                ))
+            }
+            ReadFailure::Invalid(e) => End::Refused(Refusal::new(
+                "08P01",
+                format!("invalid startup packet: {e}"),
+            )),
+        })
+}
+
+/// Reads one regular message from the client during authentication.
+async fn read_frontend(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<FrontendMessage, End> {
+    read_message(conn, buf, limits, frontend::decode)
+        .await
+        .map_err(|failure| match failure {
+            ReadFailure::Closed => End::ClientClosed,
+            ReadFailure::Io(e) => End::Io("client", e),
+            ReadFailure::Invalid(e) => End::Refused(Refusal::new(
+                "08P01",
+                format!("invalid message during authentication: {e}"),
+            )),
+        })
 }
 
 async fn client_handshake(
@@ -211,12 +234,12 @@ async fn client_handshake(
     loop {
         let packet = match read_startup(&mut conn, &mut buf, &limits).await {
             Ok(packet) => packet,
-            Err(end) => return Err((conn, end)),
+            Err(end) => return Err((Some(conn), end)),
         };
         match state.handle(packet, transport) {
             StartupOutcome::Reply { next, bytes } => {
                 if let Err(e) = write_all(&mut conn, bytes).await {
-                    return Err((conn, End::Io("client", e)));
+                    return Err((Some(conn), End::Io("client", e)));
                 }
                 state = next;
             }
@@ -225,38 +248,36 @@ async fn client_handshake(
                 // they had been encrypted (CVE-2021-23222 class): refuse them.
                 if !buf.is_empty() {
                     let refusal = Refusal::new("08P01", "unencrypted data after SSL request");
-                    return Err((conn, End::Refused(refusal)));
+                    return Err((Some(conn), End::Refused(refusal)));
                 }
-                let (Conn::Plain(tcp), Some(acceptor)) = (conn, ctx.tls.as_ref()) else {
-                    unreachable_refusal();
-                    return Ok(None);
+                // The state machine only asks for TLS on a plain stream with an acceptor
+                // configured; anything else is a bug, ended without a panic.
+                let (Conn::Plain(mut tcp), Some(acceptor)) = (conn, ctx.tls.as_ref()) else {
+                    let bug = Refusal::new("XX000", "internal error: TLS upgrade not possible");
+                    return Err((None, End::Refused(bug)));
                 };
-                let mut tcp = tcp;
                 if let Err(e) = write_all(&mut tcp, Bytes::from_static(b"S")).await {
-                    return Err((Conn::Plain(tcp), End::Io("client", e)));
+                    return Err((Some(Conn::Plain(tcp)), End::Io("client", e)));
                 }
                 match acceptor.accept(tcp).await {
                     Ok(tls) => conn = Conn::ServerTls(Box::new(tls)),
-                    Err(e) => {
-                        warn!(%peer, error = %e, "client TLS handshake failed");
-                        return Ok(None);
-                    }
+                    Err(e) => return Err((None, End::Tls(e.to_string()))),
                 }
                 transport.tls = true;
                 state = next;
             }
             StartupOutcome::Cancel { pid, secret } => {
                 forward_cancel(pid, &secret, peer).await;
-                return Ok(None);
+                return Err((None, End::Cancel));
             }
-            StartupOutcome::Refuse(refusal) => return Err((conn, End::Refused(refusal))),
+            StartupOutcome::Refuse(refusal) => return Err((Some(conn), End::Refused(refusal))),
             StartupOutcome::AskPassword { next, bytes } => {
                 if let Err(e) = write_all(&mut conn, bytes).await {
-                    return Err((conn, End::Io("client", e)));
+                    return Err((Some(conn), End::Io("client", e)));
                 }
                 let message = match read_frontend(&mut conn, &mut buf, &limits).await {
                     Ok(message) => message,
-                    Err(end) => return Err((conn, end)),
+                    Err(end) => return Err((Some(conn), end)),
                 };
                 return match next.handle(
                     message,
@@ -264,19 +285,13 @@ async fn client_handshake(
                     SystemTime::now(),
                     ctx.config.auth.require_user_match,
                 ) {
-                    Ok(auth) => Ok(Some((conn, buf, auth))),
+                    Ok(auth) => Ok((conn, buf, auth)),
                     // Logged once, with the session ID, by the session-end line.
-                    Err(refusal) => Err((conn, End::Refused(refusal))),
+                    Err(refusal) => Err((Some(conn), End::Refused(refusal))),
                 };
             }
         }
     }
-}
-
-/// The state machine only asks for TLS when an acceptor exists and the connection is
-/// still plain; reaching the other branch is a bug, logged rather than panicking.
-fn unreachable_refusal() {
-    tracing::error!("TLS upgrade requested without an acceptor or on an encrypted stream");
 }
 
 async fn forward_cancel(pid: u32, secret: &[u8], peer: SocketAddr) {
@@ -375,18 +390,11 @@ async fn backend_login(
     let limits = Limits::auth();
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        let message = match backend::decode(&mut buf, &limits) {
-            Ok(Decode::Frame(message)) => message,
-            Ok(Decode::NeedMore(n)) => {
-                let (result, b) = read_into(backend, buf, n.max(4096)).await;
-                buf = b;
-                match result {
-                    Ok(0) => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
-                    Ok(_) => continue,
-                    Err(e) => return Err(lost(e)),
-                }
-            }
-            Err(e) => {
+        let message = match read_message(backend, &mut buf, &limits, backend::decode).await {
+            Ok(message) => message,
+            Err(ReadFailure::Closed) => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
+            Err(ReadFailure::Io(e)) => return Err(lost(e)),
+            Err(ReadFailure::Invalid(e)) => {
                 return Err(Refusal::new(
                     "08P01",
                     format!(
@@ -427,7 +435,7 @@ async fn run_authenticated(
     auth: &Authenticated,
     peer: SocketAddr,
     ctx: &WorkerContext,
-    counters: &Rc<Counters>,
+    counters: &Counters,
 ) -> End {
     let refuse = |refusal: Refusal| End::Refused(refusal);
     let Some(target) = ctx.backends.get(auth.resource()) else {
@@ -520,7 +528,7 @@ async fn relay(
     backend: Conn,
     leftover: BytesMut,
     ctx: &WorkerContext,
-    counters: &Rc<Counters>,
+    counters: &Counters,
     resource: &str,
 ) -> End {
     let (mut client_rx, mut client_tx) = client.into_split();
