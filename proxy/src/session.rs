@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::{AsyncWriteRent, Splitable};
+use monoio::io::{AsyncWriteRent, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use sluice_codecs::backend::{self, BackendMessage, TransactionStatus};
 use sluice_codecs::frontend::{self, FrontendMessage};
@@ -519,9 +519,38 @@ async fn run_authenticated(
 /// Frames from the client that end the session once forwarded.
 const TERMINATE: u8 = b'X';
 
-/// How long a session whose client broke the protocol waits for its backend to close
-/// after Terminate, so the backend's last response reaches the client whole.
-const CLIENT_ERROR_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a session whose client side has ended waits for its backend to close, so
+/// the backend's last response still reaches the client whole.
+const WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How the backend learns that the client side is over.
+enum Farewell {
+    /// The client's own Terminate was forwarded.
+    AlreadySent,
+    /// Send a Terminate on the client's behalf.
+    Terminate,
+    /// The client stopped mid-message; a Terminate cannot follow a partial frame, so
+    /// close our write side and let the backend see EOF.
+    CloseWrite,
+}
+
+/// Ends the backend session and waits (bounded) for the backend to close, while the
+/// downstream loop keeps forwarding whatever the backend still sends. The session ends
+/// when downstream sees the backend's EOF, or after [`WIND_DOWN`].
+async fn wind_down(backend_tx: &mut OwnedWriteHalf<Conn>, farewell: Farewell) {
+    let told = match farewell {
+        Farewell::AlreadySent => true,
+        Farewell::Terminate => {
+            let mut bye = BytesMut::new();
+            FrontendMessage::Terminate.encode(&mut bye);
+            write_all(backend_tx, bye.freeze()).await.is_ok()
+        }
+        Farewell::CloseWrite => backend_tx.shutdown().await.is_ok(),
+    };
+    if told {
+        monoio::time::sleep(WIND_DOWN).await;
+    }
+}
 
 async fn relay(
     client: Conn,
@@ -539,7 +568,7 @@ async fn relay(
     // A client that breaks the protocol is not cut off mid-response: the backend is told
     // to terminate, the downstream loop forwards whatever the backend still sends and ends
     // at its EOF, and the FATAL goes out after that, between frames.
-    let client_error: Cell<Option<DecodeError>> = Cell::new(None);
+    let upstream_end: Cell<Option<End>> = Cell::new(None);
     let upstream = async {
         let mut walker = FrameWalker::new(max_len);
         let mut buf = leftover;
@@ -559,13 +588,8 @@ async fn relay(
                 let walked = match walked {
                     Ok(walked) => walked,
                     Err(e) => {
-                        client_error.set(Some(e.clone()));
-                        let mut bye = BytesMut::new();
-                        FrontendMessage::Terminate.encode(&mut bye);
-                        if write_all(&mut backend_tx, bye.freeze()).await.is_ok() {
-                            // Bounded, in case the backend never closes.
-                            monoio::time::sleep(CLIENT_ERROR_DRAIN).await;
-                        }
+                        upstream_end.set(Some(End::Protocol("client", e.clone())));
+                        wind_down(&mut backend_tx, Farewell::Terminate).await;
                         return End::Protocol("client", e);
                     }
                 };
@@ -582,6 +606,8 @@ async fn relay(
                     }
                 }
                 if terminated {
+                    upstream_end.set(Some(End::ClientClosed));
+                    wind_down(&mut backend_tx, Farewell::AlreadySent).await;
                     return End::ClientClosed;
                 }
                 if let Some(need) = walked.need_capacity {
@@ -592,13 +618,15 @@ async fn relay(
             buf = b;
             match result {
                 Ok(0) => {
-                    // The client vanished without Terminate: end the backend session the
-                    // way PostgreSQL's own client would, so it does not linger.
-                    if walker.at_boundary() {
-                        let mut bye = BytesMut::new();
-                        FrontendMessage::Terminate.encode(&mut bye);
-                        let _ = write_all(&mut backend_tx, bye.freeze()).await;
-                    }
+                    // The client closed (or half-closed) without Terminate: end the backend
+                    // session as PostgreSQL's own client would, after what it already sent.
+                    upstream_end.set(Some(End::ClientClosed));
+                    let farewell = if walker.at_boundary() {
+                        Farewell::Terminate
+                    } else {
+                        Farewell::CloseWrite
+                    };
+                    wind_down(&mut backend_tx, farewell).await;
                     return End::ClientClosed;
                 }
                 Ok(_) => {}
@@ -659,10 +687,9 @@ async fn relay(
         end = upstream => (end, client_at_boundary.get()),
         (end, at_boundary) = downstream => (end, at_boundary),
     };
-    let end = match client_error.take() {
-        Some(e) => End::Protocol("client", e),
-        None => end,
-    };
+    // When the client side ended first, its reason stands, whatever the backend did while
+    // it wound down.
+    let end = upstream_end.take().unwrap_or(end);
     let notice = match &end {
         End::Protocol("client", e) => Some(Refusal::new(
             "08P01",

@@ -1013,3 +1013,39 @@ async fn backend_tls_require_and_verify_full() {
         }
     }
 }
+
+// A client that sends a query and half-closes its socket still gets the whole answer, as
+// it would from PostgreSQL itself; then the session ends cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_client_still_receives_its_result() {
+    let fx = Fixture::start();
+    let token = fx.token("alice");
+    let mut stream = raw::authenticated(fx.addr(), "alice", &token, RESOURCE).await;
+    stream
+        .write_all(&raw::frame(
+            b'Q',
+            b"SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g\0",
+        ))
+        .await
+        .expect("send");
+    stream.shutdown().await.expect("half-close");
+    let (mut rows, mut completed, mut ready) = (0, false, false);
+    guard("result after half-close", async {
+        loop {
+            match raw::read_message(&mut stream).await {
+                Reply::Message { tag: b'D', .. } => rows += 1,
+                Reply::Message { tag: b'C', .. } => completed = true,
+                Reply::Message { tag: b'Z', .. } => ready = true,
+                Reply::Message { tag: b'E', body } => panic!("{:?}", raw::error_fields(&body)),
+                Reply::Message { .. } => {}
+                Reply::Closed => break,
+            }
+        }
+    })
+    .await;
+    assert_eq!(rows, 5000);
+    assert!(
+        completed && ready,
+        "CommandComplete and ReadyForQuery arrive before the close"
+    );
+}
