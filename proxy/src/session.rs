@@ -565,9 +565,10 @@ async fn relay(
     let buffer = ctx.config.limits.buffer_bytes;
     let max_len = ctx.config.limits.max_message_bytes;
 
-    // A client that breaks the protocol is not cut off mid-response: the backend is told
-    // to terminate, the downstream loop forwards whatever the backend still sends and ends
-    // at its EOF, and the FATAL goes out after that, between frames.
+    // When the client side ends first (Terminate, EOF, a protocol error), the reason is
+    // kept here while `wind_down` lets the backend finish: the downstream loop forwards
+    // whatever the backend still sends and ends at its EOF, so no response is cut in half
+    // and a FATAL of ours goes out only after it, between frames.
     let upstream_end: Cell<Option<End>> = Cell::new(None);
     let upstream = async {
         let mut walker = FrameWalker::new(max_len);
