@@ -27,6 +27,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Path to sluice.toml, for every subcommand that reads one (before or after the
+    /// subcommand).
+    #[arg(long, short, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,11 +45,8 @@ enum LogFormat {
 enum Command {
     /// Start a throwaway PostgreSQL with sample data and a gateway in front of it.
     Demo(demo::DemoArgs),
-    /// Run the gateway from a configuration file.
+    /// Run the gateway from a configuration file (--config or $SLUICE_CONFIG).
     Proxy {
-        /// Path to sluice.toml.
-        #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
         /// Override `listen.driver` (io_uring | epoll).
         #[arg(long)]
         driver: Option<sluice_proxy::config::Driver>,
@@ -107,12 +108,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Proxy {
-            config,
             driver,
             workers,
             listen,
         } => {
-            let mut config = sluice_proxy::Config::load(&config)?;
+            let path = cli
+                .config
+                .context("sluice proxy needs a configuration: --config FILE or $SLUICE_CONFIG")?;
+            let mut config = sluice_proxy::Config::load(&path)?;
             if let Some(driver) = driver {
                 config.listen.driver = driver;
             }

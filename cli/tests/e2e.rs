@@ -827,3 +827,23 @@ fn token_keygen_and_mint_produce_tokens_the_gateway_accepts() {
     let out = run(&mut cmd, MINUTE);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn proxy_finds_its_config_through_sluice_config() {
+    let gw = Gateway::start(Options {
+        config_from_env: true,
+        ..Options::default()
+    });
+    assert_eq!(gw.query("SELECT 6 * 7"), "42");
+
+    let mut cmd = Command::new(sluice_bin());
+    scrub_env(&mut cmd);
+    cmd.arg("proxy");
+    let out = run(&mut cmd, Duration::from_secs(30));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--config FILE or $SLUICE_CONFIG"),
+        "{stderr}"
+    );
+}

@@ -263,6 +263,8 @@ pub struct Options {
     pub edit_config: Option<fn(String) -> String>,
     /// Runs after the deployment is written and before the gateway starts.
     pub before_start: Option<fn(&Deployment)>,
+    /// Name the config through `$SLUICE_CONFIG` instead of `--config`.
+    pub config_from_env: bool,
 }
 
 /// Password of the backend role the gateway logs in as.
@@ -331,10 +333,13 @@ impl Gateway {
         let log = std::fs::File::create(&log_path).expect("gateway log");
         let mut cmd = Command::new(sluice_bin());
         scrub_env(&mut cmd);
-        cmd.arg("proxy")
-            .arg("--config")
-            .arg(&deployment.config)
-            .env("SLUICE_LOG", "info")
+        cmd.arg("proxy");
+        if options.config_from_env {
+            cmd.env("SLUICE_CONFIG", &deployment.config);
+        } else {
+            cmd.arg("--config").arg(&deployment.config);
+        }
+        cmd.env("SLUICE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
