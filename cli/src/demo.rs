@@ -1,5 +1,6 @@
 //! `sluice demo`: a throwaway PostgreSQL with the `shop` sample data, a complete commented
-//! config, keys, certificates and tokens for three identities, and the gateway in front.
+//! config, keys, certificates and tokens for three identities, and control and the gateway
+//! in front (both in this process).
 
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -7,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use sluice_control::service::Control;
 use sluice_pgharness::{ClusterOptions, PgCluster};
-use sluice_proxy::deployment::{self, BackendSpec};
+use sluice_proxy::deployment::{self, BackendSpec, Deployment};
 
 /// Options of `sluice demo`.
 #[derive(clap::Args)]
@@ -71,13 +73,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         ..ClusterOptions::default()
     })
     .context("starting the demo PostgreSQL cluster")?;
-    let files = prepare(&dir, &cluster, args.port, args.driver)?;
+    let deployment = prepare(&dir, &cluster, args.port, args.driver)?;
 
+    // Control first: it owns the token keys and publishes the snapshot the gateway starts
+    // from. Both run in this process (`sluice up` runs the gateway as a child instead).
+    let control =
+        Control::start(&deployment.config).map_err(|e| anyhow::anyhow!("starting control: {e}"))?;
+    let files = write_env(&dir, &cluster, args.port, &deployment)?;
     let config = sluice_proxy::Config::load(&files.config)?;
     let gateway = sluice_proxy::Gateway::start(config)?;
     crate::signals::forward_to(gateway.shutdown_handle())?;
     print_banner(&dir, &files, gateway.local_addr().port(), args.keep);
     let result = gateway.join();
+    control.stop();
     drop(cluster);
     if args.keep {
         eprintln!("sluice demo: kept {}", dir.display());
@@ -90,12 +98,13 @@ struct DemoFiles {
     env: PathBuf,
 }
 
+/// Seeds the cluster, creates the gateway's backend role and writes the deployment.
 fn prepare(
     dir: &Path,
     cluster: &PgCluster,
     port: u16,
     driver: sluice_proxy::config::Driver,
-) -> anyhow::Result<DemoFiles> {
+) -> anyhow::Result<Deployment> {
     let seeded = cluster
         .psql(
             "postgres",
@@ -130,7 +139,7 @@ fn prepare(
         ),
     )?;
 
-    let deployment = deployment::write(
+    deployment::write(
         dir,
         port,
         driver,
@@ -142,7 +151,17 @@ fn prepare(
             user: GATEWAY_ROLE.into(),
             password: backend_password,
         },
-    )?;
+    )
+}
+
+/// Writes `demo.env`: the config path, port, CA and a token for each identity (signed with
+/// control's current signing key).
+fn write_env(
+    dir: &Path,
+    cluster: &PgCluster,
+    port: u16,
+    deployment: &Deployment,
+) -> anyhow::Result<DemoFiles> {
     let config = deployment.config.clone();
 
     let mut env = String::new();

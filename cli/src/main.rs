@@ -1,17 +1,30 @@
 //! # sluice — the one user-facing binary
 //!
-//! Subcommands: `demo` (a gateway in front of a throwaway PostgreSQL with sample data),
-//! `proxy` (the gateway from a config file), `token` (keys and tokens). It owns argument
-//! parsing, logging set-up and signal handling, and nothing else: every behaviour lives in
-//! a library crate so it can be tested without this binary.
+//! Processes: `up` (control in this process and the gateway as a supervised child), `control`
+//! (control alone), `proxy` (the gateway alone), `demo` (both in front of a throwaway
+//! PostgreSQL with sample data).
+//!
+//! Operations on a running control, over its admin socket (`state_dir/admin.sock`):
+//! `token`, `keys rotate|list`, `reload`, `status`, `access request|approve|deny|list`,
+//! `grant`, `grants list`, `revoke`, `audit`. Offline, from the config file: `policy
+//! check|explain`.
+//!
+//! It owns argument parsing, logging set-up, signal handling, process supervision and
+//! output formatting, and nothing else: every behaviour lives in a library crate so it can
+//! be tested without this binary. Errors are printed as `error: <message>` with exit code 1.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod admin;
+mod args;
 mod demo;
+mod output;
+mod policy;
+mod run;
 mod signals;
 
 #[global_allocator]
@@ -41,11 +54,32 @@ enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The value `--log-format` takes for this format.
+    fn as_arg(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Start a throwaway PostgreSQL with sample data and a gateway in front of it.
+    /// Start a throwaway PostgreSQL with sample data, with control and a gateway in front.
     Demo(demo::DemoArgs),
-    /// Run the gateway from a configuration file (--config or $SLUICE_CONFIG).
+    /// Run control and the gateway (the usual way to run Sluice).
+    ///
+    /// Control runs in this process, the gateway as a supervised child process (restarted
+    /// with backoff if it exits). SIGHUP reloads the config; SIGTERM/SIGINT stops the
+    /// gateway gracefully (a second signal closes all sessions), then control.
+    Up,
+    /// Run control alone (identity, policy, grants, snapshots, admin socket).
+    ///
+    /// SIGHUP reloads the config; SIGTERM/SIGINT stops. The gateway (`sluice proxy`) keeps
+    /// serving from its last snapshot while control is down, for control.snapshot_max_age.
+    Control,
+    /// Run the gateway alone from a configuration file (--config or $SLUICE_CONFIG).
     Proxy {
         /// Override `listen.driver` (io_uring | epoll).
         #[arg(long)]
@@ -57,37 +91,32 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Token keys and tokens.
+    /// Mint a Sluice token; prints the token alone on stdout. Needs a running control.
+    Token(admin::TokenArgs),
+    /// Token signing keys.
     #[command(subcommand)]
-    Token(TokenCommand),
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Generate an Ed25519 signing key pair for Sluice tokens.
-    Keygen {
-        /// Directory to write token-signing.key (private) and token-signing.pub.pem into.
-        #[arg(long, default_value = ".")]
-        out_dir: PathBuf,
-    },
-    /// Mint a token (printed on stdout).
-    Mint {
-        /// Private signing key (PEM PKCS#8).
-        #[arg(long)]
-        key: PathBuf,
-        /// Subject: the user name the token is for.
-        #[arg(long)]
-        sub: String,
-        /// Group memberships (repeat).
-        #[arg(long = "group")]
-        groups: Vec<String>,
-        /// Lifetime, e.g. 15m, 8h.
-        #[arg(long, default_value = "1h")]
-        ttl: humantime::Duration,
-        /// Issuer claim; must match `auth.token_issuer`.
-        #[arg(long, default_value = "sluice")]
-        issuer: String,
-    },
+    Keys(admin::KeysCommand),
+    /// Make control re-read the config file and publish it (like SIGHUP).
+    Reload,
+    /// Control's status: snapshot generation, gateway subscribers, grants, issuers.
+    Status(admin::JsonFlag),
+    /// Check or explain the access policy, offline from the config file.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Just-in-time access requests: ask, approve, deny, list.
+    #[command(subcommand)]
+    Access(admin::AccessCommand),
+    /// Grant a user access to a resource for a while (approvers only); prints the grant ID.
+    Grant(admin::GrantArgs),
+    /// Grants in force.
+    #[command(subcommand)]
+    Grants(admin::GrantsCommand),
+    /// End a user's access now, on one resource or all.
+    ///
+    /// Live sessions end, grants end, and tokens issued before now are refused.
+    Revoke(admin::RevokeArgs),
+    /// The most recent audit events.
+    Audit(admin::AuditArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -102,20 +131,35 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = |what: &str| {
+        cli.config.clone().with_context(|| {
+            format!("sluice {what} needs a configuration: --config FILE or $SLUICE_CONFIG")
+        })
+    };
+    let socket = |what: &str| admin::socket(&config(what)?);
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Up => run::up(&config("up")?, cli.log_format),
+        Command::Control => run::control(&config("control")?),
         Command::Proxy {
             driver,
             workers,
             listen,
         } => {
-            let path = cli
-                .config
-                .context("sluice proxy needs a configuration: --config FILE or $SLUICE_CONFIG")?;
-            let mut config = sluice_proxy::Config::load(&path)?;
+            let mut config = sluice_proxy::Config::load(&config("proxy")?)?;
             if let Some(driver) = driver {
                 config.listen.driver = driver;
             }
@@ -129,38 +173,78 @@ fn main() -> anyhow::Result<()> {
             signals::forward_to(gateway.shutdown_handle())?;
             gateway.join()
         }
-        Command::Token(TokenCommand::Keygen { out_dir }) => {
-            let keys = sluice_proxy::auth::generate_token_keys()?;
-            std::fs::create_dir_all(&out_dir)?;
-            let private = out_dir.join("token-signing.key");
-            sluice_proxy::deployment::write_secret(&private, &keys.private_pem)?;
-            let public = out_dir.join("token-signing.pub.pem");
-            std::fs::write(&public, &keys.public_pem)?;
-            eprintln!(
-                "wrote {} (keep secret) and {}",
-                private.display(),
-                public.display()
-            );
-            Ok(())
-        }
-        Command::Token(TokenCommand::Mint {
-            key,
-            sub,
-            groups,
-            ttl,
-            issuer,
-        }) => {
-            let pem = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
-            let token = sluice_proxy::auth::mint_token(
-                &pem,
-                &issuer,
-                &sub,
-                &groups,
-                Duration::from(ttl),
-                SystemTime::now(),
-            )?;
-            println!("{token}");
-            Ok(())
+        Command::Token(a) => admin::token(&socket("token")?, a),
+        Command::Keys(c) => admin::keys(&socket("keys")?, c),
+        Command::Reload => admin::reload(&socket("reload")?),
+        Command::Status(f) => admin::status(&socket("status")?, f),
+        Command::Policy(c) => policy::run(&config("policy")?, c),
+        Command::Access(c) => admin::access(&socket("access")?, c),
+        Command::Grant(a) => admin::grant(&socket("grant")?, a),
+        Command::Grants(c) => admin::grants(&socket("grants")?, c),
+        Command::Revoke(a) => admin::revoke(&socket("revoke")?, a),
+        Command::Audit(a) => admin::audit(&socket("audit")?, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_and_tokens_parse_on_the_operations_that_take_them() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "access",
+            "request",
+            "--resource",
+            "shop",
+            "--for",
+            "1h 30m",
+            "--reason",
+            "incident 42",
+            "--token",
+            "t",
+        ])
+        .expect("parse");
+        let Command::Access(admin::AccessCommand::Request { duration, .. }) = cli.command else {
+            panic!("not access request");
+        };
+        assert_eq!(duration, std::time::Duration::from_secs(5400));
+        let err = Cli::try_parse_from([
+            "sluice",
+            "grant",
+            "--user",
+            "a",
+            "--resource",
+            "r",
+            "--for",
+            "soon",
+            "--reason",
+            "x",
+            "--token",
+            "t",
+        ])
+        .err()
+        .expect("bad duration refused");
+        assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn revoke_has_a_default_reason_and_an_optional_token() {
+        let cli = Cli::try_parse_from(["sluice", "revoke", "--user", "bob"]).expect("parse");
+        let Command::Revoke(a) = cli.command else {
+            panic!("not revoke");
+        };
+        assert_eq!(a.reason, "revoked by operator");
+        assert_eq!(a.resource, None);
+        if std::env::var_os("SLUICE_TOKEN").is_none() {
+            assert_eq!(a.token, None);
         }
     }
 }

@@ -1,5 +1,13 @@
-//! SIGTERM drains (stop accepting, let sessions finish within the grace period); SIGINT
-//! does the same, and a second signal of either kind closes everything at once.
+//! Signal handling.
+//!
+//! For the gateway (`sluice proxy`, `sluice demo`): SIGTERM drains (stop accepting, let
+//! sessions finish within the grace period); SIGINT does the same, and a second signal of
+//! either kind closes everything at once.
+//!
+//! For `sluice control` and `sluice up`: signals are delivered as numbers on a channel, so
+//! the main thread can wait for a signal and for its child process at the same time.
+
+use std::sync::mpsc::{self, Receiver};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -27,4 +35,21 @@ pub fn forward_to(handle: ShutdownHandle) -> anyhow::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Installs handlers for `signals` (their default actions no longer apply) and returns a
+/// channel that receives each signal's number as it arrives.
+pub fn channel(signals: &[libc::c_int]) -> anyhow::Result<Receiver<libc::c_int>> {
+    let mut iter = Signals::new(signals)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            for signal in iter.forever() {
+                if tx.send(signal).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
 }

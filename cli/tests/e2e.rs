@@ -458,28 +458,22 @@ fn a_wrong_token_is_refused_without_reaching_the_backend() {
 
     let before = connections_received(gw.cluster.log_path());
     let another_key = {
+        // A keyring this deployment never trusted.
         let dir = support::shared_tempdir();
-        let keys = sluice_proxy::auth::generate_token_keys().expect("keys");
-        let path = dir.path().join("k.pem");
-        std::fs::write(&path, &keys.private_pem).expect("write key");
-        sluice_proxy::auth::mint_token(
-            &std::fs::read(&path).expect("key"),
-            "sluice",
-            "alice",
-            &[],
-            Duration::from_secs(600),
-            std::time::SystemTime::now(),
-        )
-        .expect("mint with another key")
+        let now = std::time::SystemTime::now();
+        sluice_control::identity::Keyring::open_or_create(&dir.path().join("keys"), now)
+            .expect("keyring")
+            .mint("sluice", "alice", &[], Duration::from_secs(600), now)
+            .expect("mint with another key")
     };
     let refusals = [
-        ("garbage", "sslmode=prefer", "not a valid Sluice token"),
-        ("garbage", "sslmode=disable", "not a valid Sluice token"),
-        ("garbage", "sslmode=require", "not a valid Sluice token"),
+        ("garbage", "sslmode=prefer", "not a valid token"),
+        ("garbage", "sslmode=disable", "not a valid token"),
+        ("garbage", "sslmode=require", "not a valid token"),
         (
             another_key.as_str(),
             "sslmode=prefer",
-            "signature is not valid",
+            "which this gateway does not trust",
         ),
     ];
     for (token, extra, expected) in refusals {
@@ -748,48 +742,26 @@ fn demo_serves_the_shop_data_and_cleans_up_on_ctrl_c() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 8. `sluice token keygen` / `sluice token mint`
+// 8. `sluice token` and `sluice keys rotate`, through control's admin socket
 // ---------------------------------------------------------------------------------------
 
-fn sluice_token(args: &[&str]) -> String {
-    let mut cmd = Command::new(sluice_bin());
-    scrub_env(&mut cmd);
-    cmd.arg("token").args(args);
-    run_ok(&mut cmd, MINUTE)
-}
-
 #[test]
-fn token_keygen_and_mint_produce_tokens_the_gateway_accepts() {
-    // Replace the deployment's keys with ones from `sluice token keygen` before start.
-    let gw = Gateway::start(Options {
-        before_start: Some(|deployment| {
-            sluice_token(&["keygen", "--out-dir", &deployment.dir.to_string_lossy()]);
-        }),
-        ..Options::default()
-    });
-    let key = gw.deployment.token_key.to_string_lossy().into_owned();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
-        assert_eq!(
-            mode & 0o077,
-            0,
-            "private key is readable by others: {mode:o}"
-        );
-    }
-    let token = sluice_token(&[
-        "mint",
-        "--key",
-        &key,
-        "--sub",
+fn sluice_token_and_key_rotation_through_control() {
+    let gw = Gateway::start(Options::default());
+    let out = gw.sluice(&[
+        "token",
+        "--user",
         "alice",
-        "--group",
+        "--groups",
         "engineering",
         "--ttl",
         "10m",
     ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout);
     let token = token.trim();
-    assert!(!token.is_empty() && !token.contains(char::is_whitespace));
+    assert_eq!(token.lines().count(), 1, "the token alone on stdout");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     let mut cmd = gw.psql(token, &gw.conninfo("alice", ""));
     cmd.args(["-A", "-t", "-c", "SELECT 'accepted'"]);
     assert_eq!(run_ok(&mut cmd, MINUTE).trim(), "accepted");
@@ -800,32 +772,53 @@ fn token_keygen_and_mint_produce_tokens_the_gateway_accepts() {
     let out = run(&mut cmd, MINUTE);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 
-    // A key pair the gateway was not configured with mints tokens it refuses.
-    let other = support::shared_tempdir();
-    sluice_token(&["keygen", "--out-dir", &other.path().to_string_lossy()]);
-    let foreign = sluice_token(&[
-        "mint",
-        "--key",
-        &other.path().join("token-signing.key").to_string_lossy(),
-        "--sub",
-        "alice",
-    ]);
-    let mut cmd = gw.psql(foreign.trim(), &gw.conninfo("alice", ""));
-    cmd.args(["-c", "SELECT 1"]);
-    let out = run(&mut cmd, MINUTE);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // Keys live in the state dir, private.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let keys = gw.deployment.state_dir.join("keys");
+        let mode = std::fs::metadata(&keys)
+            .expect("keys dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "keys dir readable by others: {mode:o}");
+        for entry in std::fs::read_dir(&keys).expect("list keys") {
+            let path = entry.expect("entry").path();
+            let mode = std::fs::metadata(&path).expect("key").permissions().mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} readable by others: {mode:o}",
+                path.display()
+            );
+        }
+    }
+
+    // Rotation: a new signing key; the old token keeps working, new tokens use the new key.
+    let out = gw.sluice(&["keys", "rotate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kid = text(&out.stdout).trim().to_owned();
+    let out = gw.sluice(&["token", "--user", "alice", "--groups", "engineering"]);
+    let new = text(&out.stdout).trim().to_owned();
+    let header = jsonwebtoken::decode_header(&new).expect("JWT header");
+    assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+    for t in [token, new.as_str()] {
+        let mut cmd = gw.psql(t, &gw.conninfo("alice", ""));
+        cmd.args(["-A", "-t", "-c", "SELECT 'still accepted'"]);
+        assert_eq!(run_ok(&mut cmd, MINUTE).trim(), "still accepted");
+    }
+    let out = gw.sluice(&["keys", "list", "--json"]);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON list");
+    assert_eq!(keys.as_array().expect("array").len(), 2, "{keys}");
+
+    // A lifetime past identity.sluice_tokens.max_ttl is refused with the reason.
+    let out = gw.sluice(&["token", "--user", "alice", "--ttl", "30d"]);
+    assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("signature is not valid"),
+        text(&out.stderr).contains("max_ttl"),
         "{}",
         text(&out.stderr)
     );
-
-    // A wrong issuer is refused too.
-    let wrong_issuer = sluice_token(&["mint", "--key", &key, "--sub", "alice", "--issuer", "x"]);
-    let mut cmd = gw.psql(wrong_issuer.trim(), &gw.conninfo("alice", ""));
-    cmd.args(["-c", "SELECT 1"]);
-    let out = run(&mut cmd, MINUTE);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "nothing on stdout when refused");
 }
 
 #[test]

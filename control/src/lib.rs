@@ -29,5 +29,13 @@
 //! see a half-written payload (payloads are sealed before they are announced), and never
 //! accept a snapshot it has not validated (seals, size, magic, version, checksum).
 
+pub mod admin;
+pub mod config;
+pub mod content;
+pub mod identity;
 pub mod oidc;
+pub mod policy;
+pub mod service;
 pub mod snapshot;
+pub mod state;
+pub mod store;

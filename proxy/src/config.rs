@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use sluice_control::config::{check_control, check_identity, ControlSection, IdentityConfig};
+use sluice_control::policy::{Policy, PolicyConfig};
 
 /// Top-level configuration, as read from `sluice.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,8 +23,18 @@ pub struct Config {
     /// `listen.allow_plaintext_non_loopback` is set).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// How client tokens are verified.
-    pub auth: AuthConfig,
+    /// Control's state directory and the fail-static window (control's section; the proxy
+    /// reads `state_dir` to find control's sockets and `snapshot_max_age`).
+    #[serde(default)]
+    pub control: ControlSection,
+    /// Who may log in with which tokens (control's section; reaches the proxy through the
+    /// snapshot).
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Who may use which resource (control's section; reaches the proxy through the
+    /// snapshot).
+    #[serde(default)]
+    pub policy: PolicyConfig,
     /// Size and time limits that protect the gateway from bad or slow peers.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -110,35 +122,6 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-}
-
-/// Token verification.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// PEM Ed25519 public key that Sluice tokens are verified with (the private half stays
-    /// with whoever mints tokens: `sluice token mint`).
-    pub token_public_key: PathBuf,
-    /// Expected `iss` claim.
-    #[serde(default = "default_issuer")]
-    pub token_issuer: String,
-    /// Tolerance for clock differences between the minter and the gateway.
-    #[serde(default = "default_clock_skew")]
-    pub clock_skew_secs: u64,
-    /// Require the token's subject to equal the `user` the client sends. When false the
-    /// token alone decides who the client is and `user` is only logged.
-    #[serde(default = "yes")]
-    pub require_user_match: bool,
-}
-
-fn default_issuer() -> String {
-    "sluice".to_owned()
-}
-fn default_clock_skew() -> u64 {
-    30
-}
-fn yes() -> bool {
-    true
 }
 
 /// Limits on sizes and time.
@@ -260,10 +243,10 @@ impl Config {
         if self.limits.buffer_bytes < 4096 {
             bail!("limits.buffer_bytes must be at least 4096");
         }
-        let key = self.resolve(&self.auth.token_public_key);
-        if !key.is_file() {
-            bail!("auth.token_public_key: {} does not exist", key.display());
-        }
+        check_control(&self.control).map_err(anyhow::Error::msg)?;
+        check_identity(&self.identity).map_err(anyhow::Error::msg)?;
+        let names: Vec<&str> = self.resources.keys().map(String::as_str).collect();
+        Policy::compile(&self.policy, &names).map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(tls) = &self.tls {
             for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 let path = self.resolve(path);
@@ -306,6 +289,11 @@ impl Config {
         } else {
             self.base_dir.join(path)
         }
+    }
+
+    /// Control's state directory (its sockets live there).
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve(&self.control.state_dir)
     }
 
     /// Number of workers after resolving `0` to the core count.
@@ -352,8 +340,6 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
-        [auth]
-        token_public_key = "key.pem"
         [resources.shop]
         host = "127.0.0.1"
         database = "shop"
@@ -371,7 +357,8 @@ mod tests {
         assert_eq!(config.limits.max_message_bytes, 1 << 30);
         assert_eq!(config.resources["shop"].port, 5432);
         assert_eq!(config.resources["shop"].tls, BackendTls::Disable);
-        assert!(config.auth.require_user_match);
+        assert!(config.identity.require_user_match);
+        assert_eq!(config.control.snapshot_max_age, Duration::from_secs(300));
     }
 
     #[test]
@@ -386,10 +373,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::parse(MINIMAL).expect("parses");
         config.base_dir = dir.path().to_path_buf();
-        let err = config.validate().expect_err("key file is missing");
-        assert!(err.to_string().contains("auth.token_public_key"), "{err}");
-        std::fs::write(dir.path().join("key.pem"), "x").expect("write");
-        config.validate().expect("valid once the key exists");
+        config.validate().expect("valid");
+        config
+            .resources
+            .get_mut("shop")
+            .expect("shop")
+            .password_file = Some("pw".into());
+        config.resources.get_mut("shop").expect("shop").password_env = None;
+        let err = config.validate().expect_err("password file is missing");
+        assert!(err.to_string().contains("password_file"), "{err}");
+        std::fs::write(dir.path().join("pw"), "x").expect("write");
+        config.validate().expect("valid once the file exists");
         config.resources.get_mut("shop").expect("shop").tls = BackendTls::VerifyFull;
         let err = config.validate().expect_err("verify-full needs a CA");
         assert!(err.to_string().contains("tls_ca"), "{err}");

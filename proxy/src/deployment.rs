@@ -1,5 +1,6 @@
-//! A complete deployment directory for one backend: TLS certificate (with its CA), token
-//! signing keys, the backend password file and a fully commented `sluice.toml`. `sluice
+//! A complete deployment directory for one backend: TLS certificate (with its CA), control's
+//! state directory with its token signing key, the backend password file and a fully
+//! commented `sluice.toml`. `sluice
 //! demo` writes one for its throwaway cluster and the integration tests write one per test,
 //! so the file a newcomer reads is the file the tests run.
 
@@ -8,9 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
-use crate::auth::{generate_token_keys, mint_token};
 use crate::config::Driver;
 use crate::tls::generate_loopback_certs;
+use sluice_control::identity::Keyring;
+use sluice_control::service::paths;
 
 /// The backend a deployment points at.
 #[derive(Debug, Clone)]
@@ -38,8 +40,8 @@ pub struct Deployment {
     pub config: PathBuf,
     /// CA certificate for clients' `sslrootcert`.
     pub ca: PathBuf,
-    /// Private token signing key (PEM).
-    pub token_key: PathBuf,
+    /// Control's state directory (keys, state log, sockets).
+    pub state_dir: PathBuf,
 }
 
 /// Writes a file readable by its owner only.
@@ -75,9 +77,11 @@ pub fn write(
     std::fs::write(dir.join("server.crt"), &certs.server_cert_pem)?;
     write_secret(&dir.join("server.key"), &certs.server_key_pem)?;
 
-    let keys = generate_token_keys()?;
-    write_secret(&dir.join("token-signing.key"), &keys.private_pem)?;
-    std::fs::write(dir.join("token-signing.pub.pem"), &keys.public_pem)?;
+    // Control would make its first key on start; making it now lets the caller mint
+    // tokens before anything runs.
+    let state_dir = dir.join("state");
+    Keyring::open_or_create(&paths::keys_dir(&state_dir), SystemTime::now())
+        .map_err(anyhow::Error::msg)?;
 
     let config = dir.join("sluice.toml");
     std::fs::write(&config, config_text(port, driver, backend))?;
@@ -85,16 +89,20 @@ pub fn write(
         dir: dir.to_path_buf(),
         config,
         ca: dir.join("ca.crt"),
-        token_key: dir.join("token-signing.key"),
+        state_dir,
     })
 }
 
 impl Deployment {
-    /// Mints a token for `subject` with the deployment's signing key.
+    /// Mints a Sluice token for `subject` with control's current signing key (reading the
+    /// keyring directly, as `sluice token` does through control).
     pub fn mint(&self, subject: &str, groups: &[&str], ttl: Duration) -> anyhow::Result<String> {
-        let pem = std::fs::read(&self.token_key)?;
+        let now = SystemTime::now();
+        let ring = Keyring::open_or_create(&paths::keys_dir(&self.state_dir), now)
+            .map_err(anyhow::Error::msg)?;
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        mint_token(&pem, "sluice", subject, &groups, ttl, SystemTime::now())
+        ring.mint("sluice", subject, &groups, ttl, now)
+            .map_err(anyhow::Error::msg)
     }
 }
 
@@ -124,16 +132,63 @@ uring_entries = 1024
 cert = "server.crt"
 key = "server.key"
 
-[auth]
-# Ed25519 public key that Sluice tokens are verified with. Mint tokens with
-#   sluice token mint --key token-signing.key --sub alice --group engineering --ttl 8h
-token_public_key = "token-signing.pub.pem"
-# Expected `iss` claim. (default "sluice")
-token_issuer = "sluice"
-# Allowed clock difference between minter and gateway, seconds. (default 30)
-clock_skew_secs = 30
+[control]
+# Control's directory: token signing keys (keys/), the state log of grants, requests and
+# revocations, the audit log, and the sockets (admin.sock, snapshot.sock, events.sock).
+state_dir = "state"
+# Fail-static window: if control stops publishing for this long, the proxy refuses new
+# sessions and statements until it is back. (default "5m")
+snapshot_max_age = "5m"
+# How often control refreshes its heartbeat. (default "1s")
+heartbeat = "1s"
+# How often control refetches OIDC key sets even without an unknown key id. (default "10m")
+jwks_refresh = "10m"
+# Pending access requests nobody decides expire after this. (default "24h")
+request_ttl = "24h"
+
+[identity]
 # The token's subject must equal the `user` the client connects as. (default true)
 require_user_match = true
+
+[identity.sluice_tokens]
+# Control signs short-lived tokens of its own:
+#   sluice token --user alice --groups engineering --ttl 8h
+enabled = true
+issuer = "sluice"
+# Longest token lifetime; a rotated key stays trusted this long. (default "12h")
+max_ttl = "12h"
+clock_skew = "30s"
+
+# OIDC issuers (any number); their tokens are accepted like Sluice tokens:
+# [[identity.oidc]]
+# issuer = "https://idp.example.com/realms/prod"
+# audience = "sluice"
+# jwks_uri = "https://idp.example.com/realms/prod/protocol/openid-connect/certs"
+# groups_claim = "groups"
+
+# Policy: who may open sessions on which resource. Rules match by group or user; a deny
+# wins over an allow; `request` means only with a just-in-time grant from an approver.
+[[policy.rules]]
+name = "engineering-uses-{name}"
+groups = ["engineering"]
+resources = ["{name}"]
+access = "allow"
+max_session = "12h"
+
+[[policy.rules]]
+name = "support-uses-{name}"
+groups = ["support"]
+resources = ["{name}"]
+access = "allow"
+max_session = "8h"
+
+[[policy.rules]]
+name = "contractors-ask-first"
+groups = ["contractors"]
+resources = ["{name}"]
+access = "request"
+approvers = ["dba"]
+max_grant = "4h"
 
 [limits]
 # Largest protocol message, bytes; checked from the length prefix before buffering. (default 1 GiB)
@@ -202,6 +257,8 @@ mod tests {
         let token = deployment
             .mint("alice", &["engineering"], Duration::from_secs(60))
             .expect("mint");
-        assert!(!token.is_empty());
+        assert_eq!(token.split('.').count(), 3, "a JWT");
+        assert_eq!(config.policy.rules.len(), 3);
+        assert_eq!(config.state_dir(), deployment.state_dir);
     }
 }

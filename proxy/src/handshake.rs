@@ -248,8 +248,9 @@ impl AwaitingStartup {
     }
 }
 
-/// Second state: the client was asked for its password (the token).
-#[derive(Debug)]
+/// Second state: the client was asked for its password (the token). Cloneable so that a
+/// token naming an OIDC key control has not fetched yet can be checked again once it has.
+#[derive(Debug, Clone)]
 pub struct AwaitingPassword {
     user: String,
     resource: String,
@@ -298,7 +299,7 @@ impl AwaitingPassword {
         if token.is_empty() {
             return Err(
                 Refusal::new("28P01", "empty password: a Sluice token is required").hint(
-                    "set PGPASSWORD to a token from `sluice token mint` or your identity provider",
+                    "set PGPASSWORD to a token from `sluice token` or your identity provider",
                 ),
             );
         }
@@ -377,6 +378,8 @@ mod tests {
                     subject: "alice".into(),
                     groups: vec!["engineering".into()],
                     expires_at: now + Duration::from_secs(60),
+                    issued_at: now,
+                    issuer: "sluice".into(),
                 }),
                 "old" => Err(TokenError::Expired { ago_secs: 5 }),
                 _ => Err(TokenError::BadSignature),

@@ -20,6 +20,7 @@ pub mod cancel;
 pub mod config;
 pub mod conn;
 pub mod deployment;
+pub mod gate;
 pub mod handshake;
 pub mod server;
 pub mod session;

@@ -20,8 +20,8 @@ use rustls::pki_types::ServerName;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::auth::{SluiceTokenVerifier, TokenVerifier};
 use crate::config::{BackendTls, Config, Driver};
+use crate::gate::{Gate, TICK};
 use crate::tls;
 
 /// TLS settings toward one backend.
@@ -64,8 +64,6 @@ impl std::fmt::Debug for BackendTarget {
 pub struct Shared {
     /// Configuration.
     pub config: Config,
-    /// Token verifier.
-    pub verifier: Arc<dyn TokenVerifier>,
     /// Client-facing TLS, when configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Backends by resource name.
@@ -76,8 +74,8 @@ pub struct Shared {
 pub struct WorkerContext {
     /// Configuration.
     pub config: Config,
-    /// Token verifier.
-    pub verifier: Arc<dyn TokenVerifier>,
+    /// This worker's view of control: snapshot, identity, policy, live sessions.
+    pub gate: RefCell<Gate>,
     /// TLS acceptor (cheap clone of an `Arc`).
     pub tls: Option<monoio_rustls::TlsAcceptor>,
     /// Backends by resource name.
@@ -87,14 +85,6 @@ pub struct WorkerContext {
 impl Shared {
     /// Loads keys, certificates and backend secrets named by the config.
     pub fn from_config(config: Config) -> anyhow::Result<Shared> {
-        let key_path = config.resolve(&config.auth.token_public_key);
-        let pem =
-            std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
-        let verifier = SluiceTokenVerifier::from_public_pem(
-            &pem,
-            &config.auth.token_issuer,
-            Duration::from_secs(config.auth.clock_skew_secs),
-        )?;
         let tls = match &config.tls {
             Some(t) => Some(tls::server_config(
                 &config.resolve(&t.cert),
@@ -147,7 +137,6 @@ impl Shared {
         }
         Ok(Shared {
             config,
-            verifier: Arc::new(verifier),
             tls,
             backends,
         })
@@ -219,7 +208,6 @@ impl Gateway {
         for (index, listener) in listeners.into_iter().enumerate() {
             let ctx = WorkerSeed {
                 config: shared.config.clone(),
-                verifier: shared.verifier.clone(),
                 tls: shared.tls.clone(),
                 backends: backends.clone(),
             };
@@ -298,7 +286,6 @@ fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener>
 
 struct WorkerSeed {
     config: Config,
-    verifier: Arc<dyn TokenVerifier>,
     tls: Option<Arc<rustls::ServerConfig>>,
     backends: Arc<HashMap<String, BackendTarget>>,
 }
@@ -366,14 +353,36 @@ async fn worker_main(
         }
     };
     let grace = Duration::from_secs(seed.config.shutdown.grace_secs);
+    let gate = Gate::new(
+        &seed.config.state_dir(),
+        seed.config.control.snapshot_max_age,
+        seed.config.control.heartbeat,
+        index,
+    );
     let ctx = Rc::new(WorkerContext {
         config: seed.config,
-        verifier: seed.verifier,
+        gate: RefCell::new(gate),
         tls: seed.tls.map(monoio_rustls::TlsAcceptor::from),
         backends: seed.backends,
     });
     let _ = ready.send(Ok(()));
     drop(ready);
+    // The gate's tick: reconnects to control, keeps the fail-static flag current and ends
+    // sessions whose access was revoked or ran out. It lives as long as the worker.
+    let ticker = {
+        let ctx = Rc::clone(&ctx);
+        let (handle, registration) = AbortHandle::new_pair();
+        monoio::spawn(Abortable::new(
+            async move {
+                loop {
+                    monoio::time::sleep(TICK).await;
+                    ctx.gate.borrow_mut().tick(std::time::SystemTime::now());
+                }
+            },
+            registration,
+        ));
+        handle
+    };
     let sessions = Sessions::default();
     // Every ShutdownHandle dropped (the embedder went away): nobody can stop us any more,
     // so behave as if told to stop now.
@@ -439,6 +448,7 @@ async fn worker_main(
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    ticker.abort();
     Ok(())
 }
 

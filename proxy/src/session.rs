@@ -2,10 +2,11 @@
 //! token), backend login, then the relay. This is the I/O shell around the sans-I/O pieces
 //! (`handshake`, `backend_login`, `walker`); decisions live there.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncWriteRent, OwnedWriteHalf, Splitable};
@@ -17,12 +18,20 @@ use sluice_codecs::{Decode, DecodeError, Limits};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::auth::{Principal, TokenError, TokenVerifier};
 use crate::backend_login::{BackendLogin, BackendReady, LoginStep};
 use crate::cancel::{self, CancelKey, CancelTarget};
 use crate::conn::{read_into, write_all, Conn};
-use crate::handshake::{Authenticated, AwaitingStartup, Refusal, StartupOutcome, Transport};
+use crate::gate::SessionGate;
+use crate::handshake::{
+    Authenticated, AwaitingPassword, AwaitingStartup, Refusal, StartupOutcome, Transport,
+};
 use crate::server::{BackendTarget, WorkerContext};
 use crate::walker::FrameWalker;
+use sluice_control::content::millis;
+use sluice_control::oidc::unverified_issuer;
+use sluice_control::policy::{Decision, Subject};
+use sluice_control::service::ProxyEvent;
 
 /// Why a session ended, for the log line and the client's last error.
 #[derive(Debug)]
@@ -43,6 +52,8 @@ enum End {
     Cancel,
     /// The client's TLS handshake failed.
     Tls(String),
+    /// The gateway ended the session (revocation, grant over, maximum length).
+    Terminated(Refusal),
 }
 
 /// Per-session counters, shared by the two relay directions on the same thread.
@@ -101,16 +112,7 @@ fn log_end(
 ) {
     let principal = auth.map(|a| a.principal().subject.as_str()).unwrap_or("-");
     let resource = auth.map(Authenticated::resource).unwrap_or("-");
-    let reason = match end {
-        End::ClientClosed => "client closed".to_owned(),
-        End::BackendClosed => "backend closed".to_owned(),
-        End::Refused(r) => format!("refused {}: {}", r.sqlstate, r.message),
-        End::Io(side, e) => format!("{side} I/O error: {e}"),
-        End::Protocol(side, e) => format!("{side} protocol error: {e}"),
-        End::HandshakeTimeout => "handshake timed out".to_owned(),
-        End::Cancel => "cancel request".to_owned(),
-        End::Tls(e) => format!("TLS handshake failed: {e}"),
-    };
+    let reason = end_reason(end);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let fields = (
         counters.bytes_from_client.get(),
@@ -118,7 +120,12 @@ fn log_end(
         counters.statements.get(),
     );
     match end {
-        End::Refused(_) | End::Io(..) | End::Protocol(..) | End::HandshakeTimeout | End::Tls(_) => {
+        End::Refused(_)
+        | End::Io(..)
+        | End::Protocol(..)
+        | End::HandshakeTimeout
+        | End::Tls(_)
+        | End::Terminated(_) => {
             warn!(
                 session = %session_id, %peer, principal, resource, duration_ms = elapsed_ms,
                 bytes_in = fields.0, bytes_out = fields.1, statements = fields.2,
@@ -130,6 +137,20 @@ fn log_end(
             bytes_in = fields.0, bytes_out = fields.1, statements = fields.2,
             reason = %reason, "session end"
         ),
+    }
+}
+
+fn end_reason(end: &End) -> String {
+    match end {
+        End::ClientClosed => "client closed".to_owned(),
+        End::BackendClosed => "backend closed".to_owned(),
+        End::Refused(r) => format!("refused {}: {}", r.sqlstate, r.message),
+        End::Io(side, e) => format!("{side} I/O error: {e}"),
+        End::Protocol(side, e) => format!("{side} protocol error: {e}"),
+        End::HandshakeTimeout => "handshake timed out".to_owned(),
+        End::Cancel => "cancel request".to_owned(),
+        End::Tls(e) => format!("TLS handshake failed: {e}"),
+        End::Terminated(r) => format!("terminated {}: {}", r.sqlstate, r.message),
     }
 }
 
@@ -279,18 +300,79 @@ async fn client_handshake(
                     Ok(message) => message,
                     Err(end) => return Err((Some(conn), end)),
                 };
-                return match next.handle(
-                    message,
-                    ctx.verifier.as_ref(),
-                    SystemTime::now(),
-                    ctx.config.auth.require_user_match,
-                ) {
+                return match verify_token(next, message, ctx).await {
                     Ok(auth) => Ok((conn, buf, auth)),
                     // Logged once, with the session ID, by the session-end line.
                     Err(refusal) => Err((Some(conn), End::Refused(refusal))),
                 };
             }
         }
+    }
+}
+
+/// How long a login waits for control to fetch an OIDC issuer's new keys when a token names
+/// a key id the snapshot does not have yet (the issuer rotated its keys).
+const KEY_FETCH_WAIT: Duration = Duration::from_secs(3);
+
+/// Verifies the client's token with the current snapshot. A token signed with an OIDC key
+/// the snapshot lacks makes control refetch the issuer's keys; the login waits (without
+/// blocking the worker) for the next generation and checks the token once more.
+async fn verify_token(
+    state: AwaitingPassword,
+    message: FrontendMessage,
+    ctx: &WorkerContext,
+) -> Result<Authenticated, Refusal> {
+    let view = ctx.gate.borrow_mut().view()?;
+    let unknown_key = std::cell::RefCell::new(None);
+    let watcher = KidWatcher {
+        identity: &view.identity,
+        unknown_key: &unknown_key,
+    };
+    let first = state.clone().handle(
+        message.clone(),
+        &watcher,
+        SystemTime::now(),
+        view.require_user_match,
+    );
+    let Some((issuer, kid)) = unknown_key.take() else {
+        return first;
+    };
+    let epoch = ctx.gate.borrow().epoch();
+    ctx.gate
+        .borrow()
+        .send_event(&ProxyEvent::UnknownKid { issuer, kid });
+    let deadline = Instant::now() + KEY_FETCH_WAIT;
+    while Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        let pending = ctx.gate.borrow().generation_pending();
+        if pending || ctx.gate.borrow().epoch() != epoch {
+            let view = ctx.gate.borrow_mut().view()?;
+            return state.handle(
+                message,
+                &view.identity,
+                SystemTime::now(),
+                view.require_user_match,
+            );
+        }
+    }
+    first
+}
+
+/// A verifier that notes when a token names an OIDC key the snapshot does not have.
+struct KidWatcher<'a> {
+    identity: &'a sluice_control::identity::Identity,
+    unknown_key: &'a std::cell::RefCell<Option<(String, String)>>,
+}
+
+impl TokenVerifier for KidWatcher<'_> {
+    fn verify(&self, token: &str, now: SystemTime) -> Result<Principal, TokenError> {
+        let result = TokenVerifier::verify(self.identity, token, now);
+        if let Err(e) = &result {
+            if let (Some(kid), Some(issuer)) = (e.unknown_oidc_key(), unverified_issuer(token)) {
+                *self.unknown_key.borrow_mut() = Some((issuer, kid.to_owned()));
+            }
+        }
+        result
     }
 }
 
@@ -450,6 +532,17 @@ async fn run_authenticated(
         let _ = write_all(&mut client, refusal.to_bytes()).await;
         return refuse(refusal);
     };
+    let session_gate = match admit(session_id, auth, ctx) {
+        Ok(gate) => gate,
+        Err(refusal) => {
+            let _ = write_all(&mut client, refusal.to_bytes()).await;
+            return refuse(refusal);
+        }
+    };
+    let _registered = Registered {
+        ctx,
+        session: &session_gate,
+    };
     let connected = monoio::time::timeout(ctx.config.backend_connect_timeout(), async {
         let mut backend = connect_backend(target).await?;
         let ready = backend_login(&mut backend, target, auth).await?;
@@ -511,13 +604,187 @@ async fn run_authenticated(
     if let Err(e) = write_all(&mut client, hello.freeze()).await {
         return End::Io("client", e);
     }
-    let end = relay(client, backend, leftover, ctx, counters, &target.name).await;
+    ctx.gate.borrow().send_event(&ProxyEvent::SessionStart {
+        session: session_id.to_string(),
+        user: auth.principal().subject.clone(),
+        resource: auth.resource().to_owned(),
+        peer: peer.to_string(),
+    });
+    let end = relay(
+        client,
+        backend,
+        leftover,
+        ctx,
+        counters,
+        &target.name,
+        &session_gate,
+    )
+    .await;
+    if let End::Terminated(_) = &end {
+        // The backend may be running a long statement for the terminated principal; cancel
+        // it rather than leave it running until it next writes to a closed socket.
+        if let Some(key) = &key {
+            forward_cancel(key.pid(), &key.secret(), peer).await;
+        }
+    }
+    ctx.gate.borrow().send_event(&ProxyEvent::SessionEnd {
+        session: session_id.to_string(),
+        user: auth.principal().subject.clone(),
+        resource: auth.resource().to_owned(),
+        reason: end_reason(&end),
+    });
     drop(key);
     end
 }
 
+/// Removes a session from its worker's gate when the session ends, however it ends.
+struct Registered<'a> {
+    ctx: &'a WorkerContext,
+    session: &'a SessionGate,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(gate) = self.ctx.gate.try_borrow() {
+            gate.unregister(&self.session.id);
+        }
+    }
+}
+
+/// The policy decision for a new session: admitted (and registered with the worker's gate
+/// so later changes reach it), or refused with the reason and how to get access.
+fn admit(
+    session_id: Uuid,
+    auth: &Authenticated,
+    ctx: &WorkerContext,
+) -> Result<std::rc::Rc<SessionGate>, Refusal> {
+    let view = ctx.gate.borrow_mut().view()?;
+    let principal = auth.principal();
+    let subject = Subject {
+        user: &principal.subject,
+        groups: &principal.groups,
+    };
+    let now_ms = millis(SystemTime::now());
+    let decision = view.decide(
+        &subject,
+        auth.resource(),
+        now_ms,
+        millis(principal.issued_at),
+    );
+    if let Decision::Deny(denied) = &decision {
+        let sqlstate = match denied.kind {
+            // The token predates a revocation: the credential is what is refused.
+            sluice_control::policy::DenyKind::Revoked => "28000",
+            _ => "42501",
+        };
+        return Err(Refusal::new(sqlstate, denied.message.clone()).hint(denied.hint.clone()));
+    }
+    let gate = ctx.gate.borrow();
+    Ok(gate.register(
+        session_id.to_string(),
+        &principal.subject,
+        &principal.groups,
+        auth.resource(),
+        &decision,
+        now_ms,
+    ))
+}
+
 /// Frames from the client that end the session once forwarded.
 const TERMINATE: u8 = b'X';
+
+/// Client frames that run (or prepare) a statement and so are checked against policy:
+/// Query, Parse, Bind, Execute, FunctionCall.
+const STATEMENT_TAGS: [u8; 5] = [b'Q', b'P', b'B', b'E', b'F'];
+
+/// What the backend is sent instead of a refused statement: text that cannot parse, so the
+/// backend answers with a syntax error (rewritten into the policy error before the client
+/// sees it), aborts the transaction it is in, and skips to the next Sync, exactly as it
+/// would for a statement of its own that failed. It also shows up, recognisably, in the
+/// backend's log.
+const SENTINEL_SQL: &str = "SLUICE REFUSED THIS STATEMENT";
+/// The SQLSTATE PostgreSQL answers [`SENTINEL_SQL`] with (syntax_error).
+const SENTINEL_SQLSTATE: &str = "42601";
+
+/// A refused client frame, cut out of what is forwarded.
+struct Replacement {
+    offset: usize,
+    len: usize,
+    tag: u8,
+    /// Sync points forwarded before it: its answer comes in this window.
+    window: u64,
+    refusal: Refusal,
+}
+
+/// Rebuilds `out` with each refused frame replaced by the sentinel, and queues the policy
+/// error for downstream (before the bytes reach the backend, so the answer cannot overtake
+/// it). Refusals are rare; this path copies.
+fn substitute_refused(
+    out: &[u8],
+    replace: Vec<Replacement>,
+    refused: &RefCell<VecDeque<(u64, Refusal)>>,
+) -> Bytes {
+    let mut rebuilt = BytesMut::with_capacity(out.len() + 64);
+    let mut at = 0;
+    for r in replace {
+        rebuilt.extend_from_slice(&out[at..r.offset]);
+        at = r.offset + r.len;
+        match r.tag {
+            // Query and FunctionCall end in ReadyForQuery on their own: a simple query
+            // keeps the window structure intact.
+            b'Q' | b'F' => FrontendMessage::Query {
+                sql: Bytes::from_static(SENTINEL_SQL.as_bytes()),
+            }
+            .encode(&mut rebuilt),
+            // Extended protocol: a Parse that fails; the backend then discards up to Sync.
+            _ => FrontendMessage::Parse {
+                name: Bytes::new(),
+                sql: Bytes::from_static(SENTINEL_SQL.as_bytes()),
+                param_types: Vec::new(),
+            }
+            .encode(&mut rebuilt),
+        }
+        refused.borrow_mut().push_back((r.window, r.refusal));
+    }
+    rebuilt.extend_from_slice(&out[at..]);
+    rebuilt.freeze()
+}
+
+/// The SQLSTATE field of an ErrorResponse body.
+fn error_code(body: &[u8]) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            return None;
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        if kind == b'C' {
+            return Some(&tail[..end]);
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
+/// Rebuilds `out` with the backend's errors for refused statements replaced by ours.
+fn rewrite_errors(out: &[u8], rewrites: Vec<(usize, usize, Refusal)>) -> Bytes {
+    let mut rebuilt = BytesMut::with_capacity(out.len() + 128);
+    let mut at = 0;
+    for (offset, len, refusal) in rewrites {
+        rebuilt.extend_from_slice(&out[at..offset]);
+        at = offset + len;
+        backend::encode_error(
+            &mut rebuilt,
+            "ERROR",
+            &refusal.sqlstate,
+            &refusal.message,
+            None,
+            refusal.hint.as_deref(),
+        );
+    }
+    rebuilt.extend_from_slice(&out[at..]);
+    rebuilt.freeze()
+}
 
 /// How long a session whose client side has ended waits for its backend to close, so
 /// the backend's last response still reaches the client whole.
@@ -559,6 +826,7 @@ async fn relay(
     ctx: &WorkerContext,
     counters: &Counters,
     resource: &str,
+    session: &SessionGate,
 ) -> End {
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut backend_rx, mut backend_tx) = backend.into_split();
@@ -570,20 +838,55 @@ async fn relay(
     // whatever the backend still sends and ends at its EOF, so no response is cut in half
     // and a FATAL of ours goes out only after it, between frames.
     let upstream_end: Cell<Option<End>> = Cell::new(None);
+    // Statements refused by policy, oldest first: the sync window (count of ReadyForQuery
+    // the client will have seen before it) whose error is ours to rewrite, and the error.
+    let refused: RefCell<VecDeque<(u64, Refusal)>> = RefCell::new(VecDeque::new());
     let upstream = async {
         let mut walker = FrameWalker::new(max_len);
         let mut buf = leftover;
+        // Sync points forwarded (Query, FunctionCall, Sync): each yields one ReadyForQuery.
+        let mut syncs_sent: u64 = 0;
         loop {
             if !buf.is_empty() {
                 let mut terminated = false;
                 let mut statements = 0;
+                // A refused frame is held whole (so it can be cut out) and replaced by a
+                // statement that fails on the backend: the backend then aborts the
+                // transaction and answers in order, and downstream rewrites its error.
+                let verdict: RefCell<Option<Refusal>> = RefCell::new(None);
+                let mut replace: Vec<Replacement> = Vec::new();
                 let walked = walker.walk(
                     &buf,
-                    |_| false,
-                    |header, _| match header.tag {
-                        b'Q' | b'E' | b'F' => statements += 1,
-                        TERMINATE => terminated = true,
-                        _ => {}
+                    |tag| {
+                        let check = if STATEMENT_TAGS.contains(&tag) {
+                            ctx.gate.borrow_mut().statement_check(session)
+                        } else {
+                            None
+                        };
+                        let refuse = check.is_some();
+                        *verdict.borrow_mut() = check;
+                        refuse
+                    },
+                    |header, offset, _| {
+                        if let Some(refusal) = verdict.borrow_mut().take() {
+                            replace.push(Replacement {
+                                offset,
+                                len: header.frame_len(),
+                                tag: header.tag,
+                                window: syncs_sent,
+                                refusal,
+                            });
+                        }
+                        match header.tag {
+                            b'Q' | b'F' => {
+                                statements += 1;
+                                syncs_sent += 1;
+                            }
+                            b'E' => statements += 1,
+                            b'S' => syncs_sent += 1,
+                            TERMINATE => terminated = true,
+                            _ => {}
+                        }
                     },
                 );
                 let walked = match walked {
@@ -602,6 +905,11 @@ async fn relay(
                         .bytes_from_client
                         .set(counters.bytes_from_client.get() + walked.forward as u64);
                     let out = buf.split_to(walked.forward).freeze();
+                    let out = if replace.is_empty() {
+                        out
+                    } else {
+                        substitute_refused(&out, replace, &refused)
+                    };
                     if let Err(e) = write_all(&mut backend_tx, out).await {
                         return End::Io("backend", e);
                     }
@@ -642,6 +950,7 @@ async fn relay(
     let downstream = async {
         let mut walker = FrameWalker::new(max_len);
         let mut buf = BytesMut::with_capacity(buffer);
+        let mut windows_seen: u64 = 0;
         loop {
             let (result, b) = read_into(&mut backend_rx, buf, buffer / 4).await;
             buf = b;
@@ -659,7 +968,35 @@ async fn relay(
                 Ok(_) => {}
                 Err(e) => return (End::Io("backend", e), walker.at_boundary()),
             }
-            let walked = match walker.walk(&buf, |_| false, |_, _| {}) {
+            let mut rewrites: Vec<(usize, usize, Refusal)> = Vec::new();
+            // Count ReadyForQuery frames (one compare per frame header) so that a refused
+            // statement's window is known; while one is in flight, that window's first
+            // ErrorResponse is held whole and rewritten into the policy error.
+            let due = |window: u64| refused.borrow().front().is_some_and(|(w, _)| *w == window);
+            let windows = Cell::new(windows_seen);
+            let walked = walker.walk(
+                &buf,
+                |tag| tag == b'E' && due(windows.get()),
+                |header, offset, body| match header.tag {
+                    b'E' if due(windows.get()) => {
+                        if let Some((_, refusal)) = refused.borrow_mut().pop_front() {
+                            if error_code(body) == Some(SENTINEL_SQLSTATE.as_bytes()) {
+                                rewrites.push((offset, header.frame_len(), refusal));
+                            }
+                        }
+                    }
+                    b'Z' => {
+                        windows.set(windows.get() + 1);
+                        let mut queue = refused.borrow_mut();
+                        while queue.front().is_some_and(|(w, _)| *w < windows.get()) {
+                            queue.pop_front();
+                        }
+                    }
+                    _ => {}
+                },
+            );
+            windows_seen = windows.get();
+            let walked = match walked {
                 Ok(walked) => walked,
                 // Everything forwarded so far ends at a frame boundary: the bad
                 // header was not released.
@@ -670,6 +1007,11 @@ async fn relay(
                     .bytes_from_backend
                     .set(counters.bytes_from_backend.get() + walked.forward as u64);
                 let out = buf.split_to(walked.forward).freeze();
+                let out = if rewrites.is_empty() {
+                    out
+                } else {
+                    rewrite_errors(&out, rewrites)
+                };
                 client_at_boundary.set(false);
                 if let Err(e) = write_all(&mut client_tx, out).await {
                     return (End::Io("client", e), false);
@@ -687,6 +1029,12 @@ async fn relay(
     let (end, backend_at_boundary) = monoio::select! {
         end = upstream => (end, client_at_boundary.get()),
         (end, at_boundary) = downstream => (end, at_boundary),
+        _ = session.ended.notified() => {
+            let refusal = session.termination().unwrap_or_else(|| {
+                Refusal::new("57P01", "terminating connection by order of the gateway")
+            });
+            (End::Terminated(refusal), client_at_boundary.get())
+        }
     };
     // When the client side ended first, its reason stands, whatever the backend did while
     // it wound down.
@@ -704,6 +1052,7 @@ async fn relay(
             "08006",
             format!("connection to resource \"{resource}\" was lost"),
         )),
+        End::Terminated(refusal) => Some(refusal.clone()),
         _ => None,
     };
     if let Some(notice) = notice {

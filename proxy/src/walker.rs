@@ -42,13 +42,14 @@ impl FrameWalker {
     }
 
     /// Walks `buf`. `inspect(tag)` says whether a frame must be complete before it is
-    /// released; `on_frame` is called for every frame header seen (with the full body for
-    /// inspected frames, an empty slice otherwise). Frames are reported in stream order.
+    /// released; `on_frame` is called for every frame header seen, with the frame's offset
+    /// in `buf` and the full body for inspected frames (an empty slice otherwise). Frames are
+    /// reported in stream order.
     pub fn walk(
         &mut self,
         buf: &[u8],
         mut inspect: impl FnMut(u8) -> bool,
-        mut on_frame: impl FnMut(FrameHeader, &[u8]),
+        mut on_frame: impl FnMut(FrameHeader, usize, &[u8]),
     ) -> Result<Walked, DecodeError> {
         let mut pos = self.passthrough_left.min(buf.len());
         self.passthrough_left -= pos;
@@ -73,7 +74,7 @@ impl FrameWalker {
             if inspect(header.tag) {
                 match rest.get(5..frame_len) {
                     Some(body) => {
-                        on_frame(header, body);
+                        on_frame(header, pos, body);
                         pos += frame_len;
                     }
                     None => {
@@ -84,7 +85,7 @@ impl FrameWalker {
                     }
                 }
             } else {
-                on_frame(header, &[]);
+                on_frame(header, pos, &[]);
                 if rest.len() >= frame_len {
                     pos += frame_len;
                 } else {
@@ -123,7 +124,7 @@ mod tests {
                 .walk(
                     &pending,
                     |t| inspect_tags.contains(&t),
-                    |h, body| {
+                    |h, _, body| {
                         if inspect_tags.contains(&h.tag) {
                             seen.push((h.tag, body.to_vec()));
                         }
@@ -159,11 +160,13 @@ mod tests {
     fn large_passthrough_frames_are_released_before_they_are_complete() {
         let big = frame(b'D', &vec![7u8; 100_000]);
         let mut walker = FrameWalker::new(1 << 20);
-        let walked = walker.walk(&big[..4096], |_| false, |_, _| {}).expect("ok");
+        let walked = walker
+            .walk(&big[..4096], |_| false, |_, _, _| {})
+            .expect("ok");
         assert_eq!(walked.forward, 4096);
         assert!(!walker.at_boundary());
         let walked = walker
-            .walk(&big[4096..8192], |_| false, |_, _| {})
+            .walk(&big[4096..8192], |_| false, |_, _, _| {})
             .expect("ok");
         assert_eq!(walked.forward, 4096);
     }
@@ -172,7 +175,7 @@ mod tests {
     fn incomplete_inspected_frame_asks_for_room() {
         let q = frame(b'Q', &vec![b'x'; 10_000]);
         let mut walker = FrameWalker::new(1 << 20);
-        let walked = walker.walk(&q[..100], |_| true, |_, _| {}).expect("ok");
+        let walked = walker.walk(&q[..100], |_| true, |_, _, _| {}).expect("ok");
         assert_eq!(
             walked,
             Walked {
@@ -188,10 +191,10 @@ mod tests {
         let mut huge = vec![b'Q'];
         huge.extend_from_slice(&(1u32 << 30).to_be_bytes());
         assert!(matches!(
-            walker.walk(&huge, |_| true, |_, _| {}),
+            walker.walk(&huge, |_| true, |_, _, _| {}),
             Err(DecodeError::TooLarge { .. })
         ));
         let bad = [b'Q', 0, 0, 0, 2];
-        assert!(walker.walk(&bad, |_| true, |_, _| {}).is_err());
+        assert!(walker.walk(&bad, |_| true, |_, _, _| {}).is_err());
     }
 }

@@ -543,16 +543,7 @@ async fn token_refusals_never_reach_the_backend() {
     );
     assert_eq!(e.as_db_error().unwrap().severity(), "FATAL");
 
-    let keys = sluice_proxy::auth::generate_token_keys().expect("keys");
-    let forged = sluice_proxy::auth::mint_token(
-        keys.private_pem.as_bytes(),
-        "sluice",
-        "alice",
-        &[],
-        Duration::from_secs(3600),
-        SystemTime::now(),
-    )
-    .expect("mint");
+    let forged = fx.foreign_token("alice");
     expect_sqlstate(fx.try_connect("alice", &forged, RESOURCE).await, "28P01");
 
     let expired = fx.token_at(

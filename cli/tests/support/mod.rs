@@ -5,6 +5,8 @@
 //! Every wait here has a deadline so a hang fails the test instead of blocking the run;
 //! none of the deadlines is an assertion about speed.
 
+#![allow(dead_code)] // each test binary uses a different part of the fixture
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -265,17 +267,23 @@ pub struct Options {
     pub before_start: Option<fn(&Deployment)>,
     /// Name the config through `$SLUICE_CONFIG` instead of `--config`.
     pub config_from_env: bool,
+    /// Run `sluice up` (control in-process, the proxy as its supervised child) instead of
+    /// `sluice control` and `sluice proxy` as two processes.
+    pub up: bool,
 }
 
 /// Password of the backend role the gateway logs in as.
 pub const BACKEND_PASSWORD: &str = "gw-secret-only-the-gateway-knows";
 
-/// A PostgreSQL cluster with role `gw` owning database `app`, a deployment directory, and
-/// `sluice proxy` running on a free port in front of it. Fields drop in order: the
-/// gateway is killed before the cluster is removed.
+/// A PostgreSQL cluster with role `gw` owning database `app`, a deployment directory,
+/// `sluice control` and `sluice proxy` (as two processes, the way two systemd units run
+/// them) on a free port in front of it. Fields drop in order: the gateway is killed before
+/// the cluster is removed.
 pub struct Gateway {
-    /// The `sluice proxy` process.
+    /// The `sluice proxy` process (`sluice up` with [`Options::up`]).
     pub proc: Proc,
+    /// The `sluice control` process (none with [`Options::up`]).
+    pub control: Option<Proc>,
     /// Port the gateway listens on (127.0.0.1).
     pub port: u16,
     /// The written deployment (config, CA, signing key).
@@ -329,11 +337,13 @@ impl Gateway {
             hook(&deployment);
         }
 
+        let control = (!options.up).then(|| start_control(&deployment, dir.path()));
+
         let log_path = dir.path().join("gateway.log");
         let log = std::fs::File::create(&log_path).expect("gateway log");
         let mut cmd = Command::new(sluice_bin());
         scrub_env(&mut cmd);
-        cmd.arg("proxy");
+        cmd.arg(if options.up { "up" } else { "proxy" });
         if options.config_from_env {
             cmd.env("SLUICE_CONFIG", &deployment.config);
         } else {
@@ -346,15 +356,29 @@ impl Gateway {
         if let Some(driver) = options.driver {
             cmd.args(["--driver", driver]);
         }
-        let mut proc = Proc::spawn("sluice proxy", &mut cmd, Some(log_path));
+        let name = if options.up {
+            "sluice up"
+        } else {
+            "sluice proxy"
+        };
+        let mut proc = Proc::spawn(name, &mut cmd, Some(log_path));
         wait_for_port(port, &mut proc, Duration::from_secs(30));
         Gateway {
             proc,
+            control,
             port,
             deployment,
             dir,
             cluster,
         }
+    }
+
+    /// Runs `sluice ARGS --config FILE` and returns its output (success or not).
+    pub fn sluice(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(sluice_bin());
+        scrub_env(&mut cmd);
+        cmd.args(args).arg("--config").arg(&self.deployment.config);
+        run(&mut cmd, Duration::from_secs(60))
     }
 
     /// A one-hour token for `user` (group `engineering`).
@@ -389,4 +413,35 @@ impl Gateway {
         cmd.args(["-A", "-t", "-c", sql]);
         run_ok(&mut cmd, Duration::from_secs(60)).trim().to_owned()
     }
+}
+
+/// Starts `sluice control` for `deployment` (log in `dir/control.log`) and waits until its
+/// admin socket answers.
+pub fn start_control(deployment: &Deployment, dir: &Path) -> Proc {
+    let log_path = dir.join("control.log");
+    let log = std::fs::File::create(&log_path).expect("control log");
+    let mut cmd = Command::new(sluice_bin());
+    scrub_env(&mut cmd);
+    cmd.arg("control")
+        .arg("--config")
+        .arg(&deployment.config)
+        .env("SLUICE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut proc = Proc::spawn("sluice control", &mut cmd, Some(log_path));
+    let socket = deployment.state_dir.join("admin.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if let Some(status) = proc.try_wait() {
+            panic!("sluice control exited with {status}:\n{}", proc.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "control never opened {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proc
 }

@@ -27,6 +27,9 @@ pub struct OidcPrincipal {
     pub expires_at: SystemTime,
     /// The issuer that vouched for the subject.
     pub issuer: String,
+    /// When the token was issued (`iat`), if it says; revocations refuse tokens issued
+    /// before them.
+    pub issued_at: Option<SystemTime>,
 }
 
 /// Verifies tokens from one issuer against one key set. Pure: no I/O, the current time is
@@ -223,11 +226,13 @@ impl OidcVerifier {
             None => return Err(missing(subject_claim, "absent")),
         };
         let groups = groups_at_path(claims, &self.config.groups_claim)?;
+        let issued_at = numeric_date(claims.get("iat")).map_err(|d| missing("iat", d))?;
         Ok(OidcPrincipal {
             subject,
             groups,
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
             issuer: iss.clone(),
+            issued_at: issued_at.map(|t| UNIX_EPOCH + Duration::from_secs(t)),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Test fixture: a throwaway PostgreSQL cluster, a deployment written by the same code the
-//! demo uses, and a gateway running in-process on an ephemeral port.
+//! demo uses, and control plus a gateway running in-process (the gateway on an ephemeral
+//! port, subscribed to control's snapshots).
 //!
 //! Dropping a [`Fixture`] stops the gateway (fast stop, then `join`) before the cluster is
 //! dropped, so a failing test leaves neither worker threads nor postgres processes behind
@@ -15,6 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use sluice_control::identity::Keyring;
+use sluice_control::service::{paths, Control};
 use sluice_pgharness::{ClusterOptions, PgCluster};
 use sluice_proxy::config::Driver;
 use sluice_proxy::deployment::{self, BackendSpec, Deployment};
@@ -52,6 +55,8 @@ impl Default for Options {
 pub struct Fixture {
     // Field order matters for the drop order; `Drop` stops the gateway explicitly first.
     gateway: Option<Gateway>,
+    /// Control, in-process; `pub` so tests can stop (and restart) it.
+    pub control: Option<Control>,
     addr: SocketAddr,
     /// The deployment files (config, CA, token signing key).
     pub deployment: Deployment,
@@ -113,11 +118,13 @@ impl Fixture {
         // only make them fight.
         config.listen.pin_workers = false;
         (options.tweak)(&mut config);
+        let control = Control::start(&deployment.config).expect("start control");
         let gateway = Gateway::start(config.clone()).expect("start gateway");
         let addr = gateway.local_addr();
         assert_ne!(addr.port(), 0, "port 0 must resolve to a real port");
         Fixture {
             gateway: Some(gateway),
+            control: Some(control),
             addr,
             deployment,
             config,
@@ -155,11 +162,27 @@ impl Fixture {
             .expect("mint token")
     }
 
-    /// A token signed with the deployment key, issued at `issued_at` with `ttl`.
+    /// A token signed with control's key, issued at `issued_at` with `ttl`.
     pub fn token_at(&self, user: &str, ttl: Duration, issued_at: SystemTime) -> String {
-        let pem = std::fs::read(&self.deployment.token_key).expect("read signing key");
-        sluice_proxy::auth::mint_token(&pem, "sluice", user, &[], ttl, issued_at)
+        let ring = Keyring::open_or_create(&paths::keys_dir(&self.deployment.state_dir), issued_at)
+            .expect("keyring");
+        ring.mint("sluice", user, &["engineering".to_owned()], ttl, issued_at)
             .expect("mint token")
+    }
+
+    /// A token signed by a key this deployment never trusted (another keyring).
+    pub fn foreign_token(&self, user: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring =
+            Keyring::open_or_create(&dir.path().join("keys"), SystemTime::now()).expect("keyring");
+        ring.mint(
+            "sluice",
+            user,
+            &["engineering".to_owned()],
+            Duration::from_secs(600),
+            SystemTime::now(),
+        )
+        .expect("mint token")
     }
 
     /// Client configuration for the gateway (plain TCP, `sslmode=disable`).
@@ -248,6 +271,7 @@ impl Drop for Fixture {
                 eprintln!("gateway join failed: {e:#}");
             }
         }
+        drop(self.control.take());
         // `cluster` drops after this, stopping PostgreSQL and removing its directory.
     }
 }

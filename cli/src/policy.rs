@@ -1,0 +1,134 @@
+//! `sluice policy`: the `[policy]` section checked and explained offline, from the config
+//! file alone (no control needed).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail};
+use sluice_control::admin::AdminRequest;
+use sluice_control::config::ControlFile;
+use sluice_control::policy::{render_summary, Policy, Subject};
+use sluice_control::state::{now_ms, Grant, Revocation};
+
+use crate::args;
+use crate::output::{print, print_json};
+
+/// `sluice policy`.
+#[derive(clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Check the config's [control], [identity] and [policy] sections offline.
+    ///
+    /// Prints every problem and exits 1, or prints what each group and user may do.
+    Check {
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain the decision for a user with some groups on a resource, now.
+    ///
+    /// Prints every rule considered, the grants and the verdict. Works offline from the
+    /// config file; when control's admin socket answers, its live grants are included too.
+    /// Revocations are not available through the admin API, so none are considered.
+    Explain {
+        /// The user (token subject).
+        #[arg(long)]
+        user: String,
+        /// The user's groups, comma-separated (repeatable).
+        #[arg(long, value_delimiter = ',', value_parser = args::group)]
+        groups: Vec<String>,
+        /// The resource.
+        #[arg(long)]
+        resource: String,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Loads the config's control sections and compiles the policy, or says everything that
+/// is wrong.
+fn load(config: &Path) -> anyhow::Result<(ControlFile, Policy)> {
+    let file = ControlFile::load(config).map_err(|e| anyhow!(e))?;
+    let policy = Policy::compile(&file.policy, &file.resource_names())
+        .map_err(|e| anyhow!("in {}: {e}", config.display()))?;
+    Ok((file, policy))
+}
+
+/// Runs a `sluice policy` subcommand.
+pub fn run(config: &Path, command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check { json } => {
+            let (file, policy) = load(config)?;
+            eprintln!(
+                "{}: valid ({} rule{}, resources: {})",
+                config.display(),
+                policy.config().rules.len(),
+                if policy.config().rules.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                match file.resource_names() {
+                    names if names.is_empty() => "none".to_owned(),
+                    names => names.join(", "),
+                }
+            );
+            let summary = policy.summary();
+            if json {
+                print_json(&serde_json::to_value(&summary)?)
+            } else {
+                print(&render_summary(&summary))
+            }
+        }
+        PolicyCommand::Explain {
+            user,
+            groups,
+            resource,
+            json,
+        } => {
+            let (file, policy) = load(config)?;
+            if !file.resources.contains_key(&resource) {
+                bail!(
+                    "no resource named {resource:?} in {} (configured: {})",
+                    config.display(),
+                    file.resource_names().join(", ")
+                );
+            }
+            let grants = live_grants(&file);
+            let revocations: Vec<Revocation> = Vec::new();
+            let now = now_ms();
+            let subject = Subject {
+                user: &user,
+                groups: &groups,
+            };
+            let explanation = policy.explain(&subject, &resource, now, now, &grants, &revocations);
+            if json {
+                print_json(&serde_json::to_value(&explanation)?)
+            } else {
+                print(&explanation.to_string())
+            }
+        }
+    }
+}
+
+/// Control's grants in force when its admin socket answers; none otherwise (said on stderr).
+fn live_grants(file: &ControlFile) -> Vec<Grant> {
+    let socket = sluice_control::service::paths::admin_socket(&file.state_dir());
+    let answer = crate::admin::call(&socket, &AdminRequest::GrantsList)
+        .and_then(|v| serde_json::from_value::<Vec<Grant>>(v).map_err(anyhow::Error::from));
+    match answer {
+        Ok(grants) => {
+            eprintln!(
+                "note: with {} live grant{} from control; revocations are not considered (the admin API does not list them)",
+                grants.len(),
+                if grants.len() == 1 { "" } else { "s" }
+            );
+            grants
+        }
+        Err(e) => {
+            eprintln!(
+                "note: from the config file only, without grants or revocations (control not reachable: {e:#})"
+            );
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,986 @@
+//! The control process: loads the config, the keyring and the state store, compiles them
+//! into snapshots, publishes them to the proxy, and serves the admin API and the proxy's
+//! events.
+//!
+//! Threads (all plain std threads; control is not on the data path):
+//! - the snapshot server's accept thread ([`crate::snapshot::SnapshotServer`]);
+//! - `sluice-control-tick`: heartbeat every `control.heartbeat`, periodic JWKS refetch,
+//!   pruning of expired grants and requests (publishing when something changed);
+//! - `sluice-control-admin`: the admin socket, one request per connection;
+//! - `sluice-control-events`: datagrams from proxy workers (unknown OIDC key ids, session
+//!   start and end).
+//!
+//! Every change goes through [`Inner::publish`], under one mutex, so generations are
+//! published in the order the changes were made.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use crate::admin::{AdminRequest, AdminResponse, MAX_LINE};
+use crate::config::ControlFile;
+use crate::content::{millis, SnapshotContent, View, CONTENT_FORMAT};
+use crate::identity::{IdentityContent, Keyring, OidcContent, SluiceKeysContent};
+use crate::oidc::JwksCache;
+use crate::policy::{Policy, Subject};
+use crate::snapshot::{Publisher, SnapshotServer};
+use crate::state::{AccessRequest, AuditEvent, Grant, RequestStatus, Revocation};
+use crate::store::{LogStore, Record, State, StateStore};
+
+/// File names inside the state directory.
+pub mod paths {
+    use std::path::{Path, PathBuf};
+
+    /// The admin socket.
+    pub fn admin_socket(state_dir: &Path) -> PathBuf {
+        state_dir.join("admin.sock")
+    }
+    /// The snapshot socket the proxy subscribes on.
+    pub fn snapshot_socket(state_dir: &Path) -> PathBuf {
+        state_dir.join("snapshot.sock")
+    }
+    /// The datagram socket proxy workers send events to.
+    pub fn events_socket(state_dir: &Path) -> PathBuf {
+        state_dir.join("events.sock")
+    }
+    /// The Sluice-token keyring.
+    pub fn keys_dir(state_dir: &Path) -> PathBuf {
+        state_dir.join("keys")
+    }
+}
+
+/// An event a proxy worker sends to control. Datagrams are fire-and-forget: a worker never
+/// waits for control, and counts what it could not send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProxyEvent {
+    /// A token named a key id its OIDC issuer's cached key set lacks: refetch (rate-limited).
+    UnknownKid {
+        /// Issuer.
+        issuer: String,
+        /// Key id.
+        kid: String,
+    },
+    /// A session started.
+    SessionStart {
+        /// Session ID.
+        session: String,
+        /// Principal.
+        user: String,
+        /// Resource.
+        resource: String,
+        /// Client address.
+        peer: String,
+    },
+    /// A session ended.
+    SessionEnd {
+        /// Session ID.
+        session: String,
+        /// Principal.
+        user: String,
+        /// Resource.
+        resource: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Largest event datagram.
+pub const MAX_EVENT: usize = 8 * 1024;
+
+/// The running control process (its threads stop when this is dropped or stopped).
+pub struct Control {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    stop: AtomicBool,
+    admin_path: PathBuf,
+    events_path: PathBuf,
+}
+
+struct Inner {
+    config_path: PathBuf,
+    file: ControlFile,
+    policy: Policy,
+    view: View,
+    keyring: Keyring,
+    store: LogStore,
+    state: State,
+    jwks: Vec<Arc<JwksCache>>,
+    server: SnapshotServer,
+    last_jwks_refresh: Instant,
+    last_prune: Instant,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
+    shared.inner.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn compile_policy(file: &ControlFile) -> Result<Policy, String> {
+    Policy::compile(&file.policy, &file.resource_names()).map_err(|e| e.to_string())
+}
+
+fn load_jwks(file: &ControlFile, now: SystemTime) -> Result<Vec<Arc<JwksCache>>, String> {
+    let mut caches = Vec::new();
+    for issuer in &file.identity.oidc {
+        let mut config = issuer.clone();
+        if let Some(path) = &config.jwks_file {
+            config.jwks_file = Some(file.resolve(path));
+        }
+        let cache = JwksCache::new(config).map_err(|e| e.to_string())?;
+        if let Err(e) = cache.load(now) {
+            // The IdP may be down at start: come up without its keys (its tokens are
+            // refused, naming the key) and keep retrying on the refresh schedule.
+            warn!(issuer = %issuer.issuer, error = %e, "could not load the OIDC issuer's keys; its tokens are refused until they load");
+        }
+        caches.push(Arc::new(cache));
+    }
+    Ok(caches)
+}
+
+impl Control {
+    /// Starts control from the config file at `config_path`: refuses to start on a bad
+    /// config or policy, or when another control already serves this state directory.
+    pub fn start(config_path: &Path) -> Result<Control, String> {
+        let file = ControlFile::load(config_path)?;
+        let policy = compile_policy(&file)?;
+        let state_dir = file.state_dir();
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| format!("creating {}: {e}", state_dir.display()))?;
+        let _ = std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700));
+        let admin_path = paths::admin_socket(&state_dir);
+        if UnixStream::connect(&admin_path).is_ok() {
+            return Err(format!(
+                "another control is already running on {} (its admin socket answers)",
+                state_dir.display()
+            ));
+        }
+        let now = SystemTime::now();
+        let keyring = Keyring::open_or_create(&paths::keys_dir(&state_dir), now)?;
+        let (store, state, recovery) =
+            LogStore::open(&state_dir).map_err(|e| format!("state store: {e}"))?;
+        if recovery.torn_tail_bytes > 0 {
+            warn!(
+                bytes = recovery.torn_tail_bytes,
+                "the state log ended in a torn record (control was killed mid-write); it was cut"
+            );
+        }
+        let jwks = load_jwks(&file, now)?;
+        let publisher = Publisher::new().map_err(|e| format!("snapshot header: {e}"))?;
+        let server = SnapshotServer::bind(paths::snapshot_socket(&state_dir), publisher)
+            .map_err(|e| format!("binding the snapshot socket: {e}"))?;
+        let events_path = paths::events_socket(&state_dir);
+        let _ = std::fs::remove_file(&events_path);
+        let events = UnixDatagram::bind(&events_path)
+            .map_err(|e| format!("binding {}: {e}", events_path.display()))?;
+        let _ = std::fs::set_permissions(&events_path, std::fs::Permissions::from_mode(0o600));
+        let _ = std::fs::remove_file(&admin_path);
+        let admin = UnixListener::bind(&admin_path)
+            .map_err(|e| format!("binding {}: {e}", admin_path.display()))?;
+        std::fs::set_permissions(&admin_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", admin_path.display()))?;
+
+        let placeholder = View::compile(empty_content()).map_err(|e| e.to_string())?;
+        let mut inner = Inner {
+            config_path: config_path.to_path_buf(),
+            file,
+            policy,
+            view: placeholder,
+            keyring,
+            store,
+            state,
+            jwks,
+            server,
+            last_jwks_refresh: Instant::now(),
+            last_prune: Instant::now(),
+        };
+        inner.prune(now)?;
+        inner.publish(now)?;
+        info!(
+            state_dir = %state_dir.display(),
+            generation = inner.server.publisher().generation(),
+            grants = inner.state.grants.len(),
+            records = recovery.records,
+            "control started"
+        );
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            stop: AtomicBool::new(false),
+            admin_path,
+            events_path,
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| format!("spawning {name}: {e}"))
+        };
+        let s = Arc::clone(&shared);
+        threads.push(spawn(
+            "sluice-control-tick",
+            Box::new(move || tick_loop(&s)),
+        )?);
+        let s = Arc::clone(&shared);
+        threads.push(spawn(
+            "sluice-control-admin",
+            Box::new(move || admin_loop(&s, admin)),
+        )?);
+        let s = Arc::clone(&shared);
+        threads.push(spawn(
+            "sluice-control-events",
+            Box::new(move || events_loop(&s, events)),
+        )?);
+        Ok(Control { shared, threads })
+    }
+
+    /// Re-reads the config file and publishes (SIGHUP). A bad file is refused and the
+    /// running config stays.
+    pub fn reload(&self) -> Result<u64, String> {
+        lock(&self.shared).reload("operator(signal)")
+    }
+
+    /// The generation currently published.
+    pub fn generation(&self) -> u64 {
+        lock(&self.shared).server.publisher().generation()
+    }
+
+    /// Stops the threads and removes the sockets. The proxy keeps its last snapshot
+    /// (fail-static) until a new control publishes.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Wake the blocking admin accept and events receive.
+        let _ = UnixStream::connect(&self.shared.admin_path);
+        if let Ok(s) = UnixDatagram::unbound() {
+            let _ = s.send_to(b"{}", &self.shared.events_path);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.shared.admin_path);
+        let _ = std::fs::remove_file(&self.shared.events_path);
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn empty_content() -> SnapshotContent {
+    SnapshotContent {
+        format: CONTENT_FORMAT,
+        built_at_ms: 0,
+        identity: IdentityContent::default(),
+        require_user_match: true,
+        resources: vec![],
+        policy: Default::default(),
+        grants: vec![],
+        revocations: vec![],
+    }
+}
+
+impl Inner {
+    fn content(&mut self, now: SystemTime) -> Result<SnapshotContent, String> {
+        let sluice_cfg = &self.file.identity.sluice_tokens;
+        let sluice = if sluice_cfg.enabled {
+            Some(SluiceKeysContent {
+                issuer: sluice_cfg.issuer.clone(),
+                clock_skew_secs: sluice_cfg.clock_skew.as_secs(),
+                keys: self.keyring.published(now, sluice_cfg.max_ttl)?,
+            })
+        } else {
+            None
+        };
+        let oidc = self
+            .jwks
+            .iter()
+            .map(|cache| OidcContent {
+                config: cache.config().clone(),
+                jwks: cache.jwks().to_json(),
+            })
+            .collect();
+        Ok(SnapshotContent {
+            format: CONTENT_FORMAT,
+            built_at_ms: millis(now),
+            identity: IdentityContent { sluice, oidc },
+            require_user_match: self.file.identity.require_user_match,
+            resources: self.file.resources.keys().cloned().collect(),
+            policy: self.file.policy.clone(),
+            grants: self.state.grants.values().cloned().collect(),
+            revocations: self.state.revocations.clone(),
+        })
+    }
+
+    /// Compiles and publishes a new generation. The content is compiled exactly as the proxy
+    /// will compile it first, so control never publishes something the proxy would refuse.
+    fn publish(&mut self, now: SystemTime) -> Result<u64, String> {
+        let content = self.content(now)?;
+        let payload = content.encode();
+        let view = View::from_payload(&payload)?;
+        let published = self
+            .server
+            .publish(&payload, now)
+            .map_err(|e| format!("publishing the snapshot: {e}"))?;
+        self.view = view;
+        if published.dropped > 0 {
+            warn!(
+                dropped = published.dropped,
+                "disconnected proxy subscribers that were not draining their snapshot socket"
+            );
+        }
+        info!(
+            generation = published.generation,
+            bytes = payload.len(),
+            subscribers = published.delivered,
+            "snapshot published"
+        );
+        Ok(published.generation)
+    }
+
+    fn persist(&mut self, record: Record) -> Result<(), String> {
+        self.store
+            .append(&record)
+            .map_err(|e| format!("state store: {e}"))?;
+        self.state.apply(&record);
+        Ok(())
+    }
+
+    fn audit(&mut self, actor: &str, action: &str, target: String, detail: String) {
+        let event = AuditEvent {
+            at_ms: millis(SystemTime::now()),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target,
+            detail,
+        };
+        info!(actor, action, target = %event.target, detail = %event.detail, "audit");
+        if let Err(e) = self.persist(Record::Audit { event }) {
+            error!(error = %e, "could not write an audit event");
+        }
+    }
+
+    fn reload(&mut self, actor: &str) -> Result<u64, String> {
+        let result = (|| {
+            let file = ControlFile::load(&self.config_path)?;
+            let policy = compile_policy(&file)?;
+            if file.control.state_dir != self.file.control.state_dir {
+                return Err("control.state_dir cannot change on reload; restart control".into());
+            }
+            let jwks = if file.identity.oidc != self.file.identity.oidc {
+                load_jwks(&file, SystemTime::now())?
+            } else {
+                self.jwks.clone()
+            };
+            let previous = (
+                std::mem::replace(&mut self.file, file),
+                std::mem::replace(&mut self.policy, policy),
+                std::mem::replace(&mut self.jwks, jwks),
+            );
+            match self.publish(SystemTime::now()) {
+                Ok(generation) => Ok(generation),
+                Err(e) => {
+                    (self.file, self.policy, self.jwks) = previous;
+                    Err(e)
+                }
+            }
+        })();
+        let detail = match &result {
+            Ok(g) => format!("published generation {g}"),
+            Err(e) => format!("refused: {e}"),
+        };
+        self.audit(
+            actor,
+            "reload",
+            self.config_path.display().to_string(),
+            detail,
+        );
+        result
+    }
+
+    /// Expires stale requests and drops what no longer matters; publishes if grants or
+    /// revocations changed.
+    fn prune(&mut self, now: SystemTime) -> Result<bool, String> {
+        let keep_ms =
+            self.file.identity.sluice_tokens.max_ttl.as_millis() as u64 + 24 * 3600 * 1000;
+        let before = (self.state.grants.len(), self.state.revocations.len());
+        let records = self.state.prune(
+            millis(now),
+            keep_ms,
+            self.file.control.request_ttl.as_millis() as u64,
+        );
+        for record in records {
+            self.store
+                .append(&record)
+                .map_err(|e| format!("state store: {e}"))?;
+        }
+        Ok(before != (self.state.grants.len(), self.state.revocations.len()))
+    }
+
+    /// Verifies a token presented to the admin API with the same view the proxy uses.
+    fn principal(&self, token: &str) -> Result<(String, Vec<String>), String> {
+        let verified = self
+            .view
+            .identity
+            .verify(token, SystemTime::now())
+            .map_err(|e| format!("token refused: {e}"))?;
+        Ok((verified.subject, verified.groups))
+    }
+
+    fn require_approver(&self, token: &str, resource: &str) -> Result<String, String> {
+        let (user, groups) = self.principal(token)?;
+        let subject = Subject {
+            user: &user,
+            groups: &groups,
+        };
+        if !self.policy.may_approve(&subject, resource) {
+            let approvers = self.policy.approvers_for(resource);
+            return Err(format!(
+                "\"{user}\" may not approve access to \"{resource}\" (approver groups: {})",
+                if approvers.is_empty() {
+                    "none configured".to_owned()
+                } else {
+                    approvers.join(", ")
+                }
+            ));
+        }
+        Ok(user)
+    }
+
+    fn check_resource(&self, resource: &str) -> Result<(), String> {
+        if self.file.resources.contains_key(resource) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no resource named \"{resource}\" (configured: {})",
+                self.file.resource_names().join(", ")
+            ))
+        }
+    }
+
+    fn handle(&mut self, request: AdminRequest, caller: &str) -> Result<serde_json::Value, String> {
+        let now = SystemTime::now();
+        let now_ms = millis(now);
+        match request {
+            AdminRequest::Status => Ok(json!({
+                "generation": self.server.publisher().generation(),
+                "subscribers": self.server.publisher().subscriber_count(),
+                "config": self.config_path.display().to_string(),
+                "state_dir": self.file.state_dir().display().to_string(),
+                "issuers": self.view.identity.issuers(),
+                "grants": self.state.grants.len(),
+                "pending_requests": self.state.pending_requests().count(),
+                "revocations": self.state.revocations.len(),
+            })),
+            AdminRequest::Reload => {
+                let generation = self.reload(caller)?;
+                Ok(json!({ "generation": generation }))
+            }
+            AdminRequest::Token {
+                user,
+                groups,
+                ttl_ms,
+            } => {
+                let cfg = &self.file.identity.sluice_tokens;
+                if !cfg.enabled {
+                    return Err(
+                        "Sluice tokens are disabled (identity.sluice_tokens.enabled = false)"
+                            .into(),
+                    );
+                }
+                let ttl = Duration::from_millis(ttl_ms);
+                if ttl > cfg.max_ttl || ttl.is_zero() {
+                    return Err(format!(
+                        "--ttl must be between 1s and identity.sluice_tokens.max_ttl ({})",
+                        humantime::format_duration(cfg.max_ttl)
+                    ));
+                }
+                if user.trim().is_empty() {
+                    return Err("--user is empty".into());
+                }
+                let token = self.keyring.mint(&cfg.issuer, &user, &groups, ttl, now)?;
+                let issuer = cfg.issuer.clone();
+                self.audit(
+                    caller,
+                    "token.mint",
+                    format!("user={user} groups={}", groups.join(",")),
+                    format!("ttl={} issuer={issuer}", humantime::format_duration(ttl)),
+                );
+                Ok(json!({ "token": token }))
+            }
+            AdminRequest::KeysRotate => {
+                let kid = self.keyring.rotate(now)?;
+                let generation = self.publish(now)?;
+                self.audit(
+                    caller,
+                    "keys.rotate",
+                    format!("kid={kid}"),
+                    format!("generation {generation}"),
+                );
+                Ok(json!({ "kid": kid, "generation": generation }))
+            }
+            AdminRequest::KeysList => {
+                Ok(serde_json::to_value(self.keyring.keys()).map_err(|e| e.to_string())?)
+            }
+            AdminRequest::Grant {
+                token,
+                user,
+                resource,
+                for_ms,
+                reason,
+            } => {
+                self.check_resource(&resource)?;
+                let approver = self.require_approver(&token, &resource)?;
+                if approver == user {
+                    return Err(
+                        "approvers cannot grant access to themselves; ask another approver".into(),
+                    );
+                }
+                let grant =
+                    self.make_grant(&user, &resource, for_ms, &approver, &reason, None, now_ms)?;
+                Ok(serde_json::to_value(grant).map_err(|e| e.to_string())?)
+            }
+            AdminRequest::Revoke {
+                token,
+                user,
+                resource,
+                reason,
+            } => {
+                let actor = match token {
+                    Some(t) => self.principal(&t)?.0,
+                    None => caller.to_owned(),
+                };
+                if let Some(r) = &resource {
+                    self.check_resource(r)?;
+                }
+                let ended: Vec<String> = self
+                    .state
+                    .grants
+                    .values()
+                    .filter(|g| {
+                        g.user == user && resource.as_deref().is_none_or(|r| r == g.resource)
+                    })
+                    .map(|g| g.id.clone())
+                    .collect();
+                for id in &ended {
+                    self.persist(Record::GrantEnded {
+                        id: id.clone(),
+                        at_ms: now_ms,
+                        by: actor.clone(),
+                        reason: format!("revoked: {reason}"),
+                    })?;
+                }
+                let revocation = Revocation {
+                    user: user.clone(),
+                    resource: resource.clone(),
+                    at_ms: now_ms,
+                    by: actor.clone(),
+                    reason: reason.clone(),
+                };
+                self.persist(Record::Revoked {
+                    revocation: revocation.clone(),
+                })?;
+                let generation = self.publish(now)?;
+                self.audit(
+                    &actor,
+                    "revoke",
+                    format!(
+                        "user={user} resource={}",
+                        resource.as_deref().unwrap_or("*")
+                    ),
+                    format!(
+                        "{reason} (grants ended: {}; generation {generation})",
+                        ended.len()
+                    ),
+                );
+                Ok(
+                    json!({ "revocation": revocation, "grants_ended": ended, "generation": generation }),
+                )
+            }
+            AdminRequest::GrantsList => {
+                let grants: Vec<&Grant> = self.state.active_grants(now_ms).collect();
+                Ok(serde_json::to_value(grants).map_err(|e| e.to_string())?)
+            }
+            AdminRequest::AccessRequest {
+                token,
+                resource,
+                for_ms,
+                reason,
+            } => {
+                self.check_resource(&resource)?;
+                let (user, groups) = self.principal(&token)?;
+                if reason.trim().is_empty() {
+                    return Err("--reason is required: approvers decide on it".into());
+                }
+                let subject = Subject {
+                    user: &user,
+                    groups: &groups,
+                };
+                let max = self.policy.max_grant(&subject, &resource);
+                if Duration::from_millis(for_ms) > max || for_ms == 0 {
+                    return Err(format!(
+                        "--for must be between 1s and {} for \"{resource}\"",
+                        humantime::format_duration(max)
+                    ));
+                }
+                if self.policy.approvers_for(&resource).is_empty() {
+                    return Err(format!(
+                        "nobody can approve access to \"{resource}\": no rule names approvers for it"
+                    ));
+                }
+                let request = AccessRequest {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    user: user.clone(),
+                    groups,
+                    resource: resource.clone(),
+                    duration_ms: for_ms,
+                    reason: reason.clone(),
+                    created_at_ms: now_ms,
+                    status: RequestStatus::Pending,
+                };
+                self.persist(Record::RequestCreated {
+                    request: request.clone(),
+                })?;
+                self.audit(
+                    &user,
+                    "access.request",
+                    format!("id={} resource={resource}", request.id),
+                    reason,
+                );
+                Ok(json!({
+                    "request": request,
+                    "approvers": self.policy.approvers_for(&resource),
+                }))
+            }
+            AdminRequest::AccessApprove { token, id } => {
+                let request = self.pending(&id)?;
+                let approver = self.require_approver(&token, &request.resource)?;
+                if approver == request.user {
+                    return Err("a request cannot be approved by the person who made it".into());
+                }
+                let grant = self.make_grant(
+                    &request.user,
+                    &request.resource,
+                    request.duration_ms,
+                    &approver,
+                    &request.reason,
+                    Some(id.clone()),
+                    now_ms,
+                )?;
+                self.persist(Record::RequestDecided {
+                    id: id.clone(),
+                    status: RequestStatus::Approved {
+                        by: approver.clone(),
+                        grant_id: grant.id.clone(),
+                        at_ms: now_ms,
+                    },
+                })?;
+                self.audit(
+                    &approver,
+                    "access.approve",
+                    format!("id={id}"),
+                    format!("grant {}", grant.id),
+                );
+                Ok(serde_json::to_value(grant).map_err(|e| e.to_string())?)
+            }
+            AdminRequest::AccessDeny { token, id, reason } => {
+                let request = self.pending(&id)?;
+                let approver = self.require_approver(&token, &request.resource)?;
+                self.persist(Record::RequestDecided {
+                    id: id.clone(),
+                    status: RequestStatus::Denied {
+                        by: approver.clone(),
+                        reason: reason.clone(),
+                        at_ms: now_ms,
+                    },
+                })?;
+                self.audit(&approver, "access.deny", format!("id={id}"), reason);
+                Ok(json!({ "id": id, "status": "denied" }))
+            }
+            AdminRequest::AccessList => {
+                let mut requests: Vec<&AccessRequest> = self.state.requests.values().collect();
+                requests.sort_by_key(|r| {
+                    (
+                        r.status != RequestStatus::Pending,
+                        std::cmp::Reverse(r.created_at_ms),
+                    )
+                });
+                Ok(serde_json::to_value(requests).map_err(|e| e.to_string())?)
+            }
+            AdminRequest::Audit { limit } => {
+                let events: Vec<&AuditEvent> = self
+                    .state
+                    .audit
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                Ok(serde_json::to_value(events).map_err(|e| e.to_string())?)
+            }
+        }
+    }
+
+    fn pending(&self, id: &str) -> Result<AccessRequest, String> {
+        let request = self
+            .state
+            .requests
+            .get(id)
+            .ok_or_else(|| format!("no access request with ID {id}"))?;
+        if request.status != RequestStatus::Pending {
+            return Err(format!(
+                "request {id} is not pending ({:?})",
+                request.status
+            ));
+        }
+        Ok(request.clone())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_grant(
+        &mut self,
+        user: &str,
+        resource: &str,
+        for_ms: u64,
+        by: &str,
+        reason: &str,
+        request_id: Option<String>,
+        now_ms: u64,
+    ) -> Result<Grant, String> {
+        if for_ms == 0 {
+            return Err("--for must be positive".into());
+        }
+        if reason.trim().is_empty() {
+            return Err("--reason is required: it is kept in the audit trail".into());
+        }
+        let grant = Grant {
+            id: uuid::Uuid::now_v7().to_string(),
+            user: user.to_owned(),
+            resource: resource.to_owned(),
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(for_ms),
+            granted_by: by.to_owned(),
+            reason: reason.to_owned(),
+            request_id,
+        };
+        self.persist(Record::GrantCreated {
+            grant: grant.clone(),
+        })?;
+        let generation = self.publish(SystemTime::now())?;
+        self.audit(
+            by,
+            "grant",
+            format!("id={} user={user} resource={resource}", grant.id),
+            format!(
+                "for {} ({reason}); generation {generation}",
+                humantime::format_duration(Duration::from_millis(for_ms))
+            ),
+        );
+        Ok(grant)
+    }
+}
+
+fn tick_loop(shared: &Shared) {
+    while !shared.stop.load(Ordering::Acquire) {
+        let interval = {
+            let mut inner = lock(shared);
+            let now = SystemTime::now();
+            inner.server.heartbeat(now);
+            let mut changed = false;
+            if inner.last_jwks_refresh.elapsed() >= inner.file.control.jwks_refresh {
+                inner.last_jwks_refresh = Instant::now();
+                for cache in inner.jwks.clone() {
+                    let before = cache.jwks().to_json();
+                    match cache.load(now) {
+                        Ok(_) => changed |= cache.jwks().to_json() != before,
+                        Err(e) => {
+                            warn!(issuer = %cache.config().issuer, error = %e, "JWKS refresh failed; keeping the previous keys")
+                        }
+                    }
+                }
+            }
+            if inner.last_prune.elapsed() >= Duration::from_secs(10) {
+                inner.last_prune = Instant::now();
+                match inner.prune(now) {
+                    Ok(pruned) => changed |= pruned,
+                    Err(e) => error!(error = %e, "pruning state failed"),
+                }
+            }
+            if changed {
+                if let Err(e) = inner.publish(now) {
+                    error!(error = %e, "publishing failed");
+                }
+            }
+            inner.file.control.heartbeat
+        };
+        sleep_unless_stopped(shared, interval);
+    }
+}
+
+fn sleep_unless_stopped(shared: &Shared, total: Duration) {
+    let deadline = Instant::now() + total;
+    while !shared.stop.load(Ordering::Acquire) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// The caller's uid, from the kernel (SO_PEERCRED).
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the fd is open for
+    // the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+fn admin_loop(shared: &Shared, listener: UnixListener) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        serve_admin(shared, stream);
+    }
+}
+
+fn serve_admin(shared: &Shared, stream: UnixStream) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let timeout = Some(Duration::from_secs(5));
+    let _ = stream.set_read_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout);
+    let caller = match peer_uid(&stream) {
+        Some(uid) => format!("operator(uid={uid})"),
+        None => "operator".to_owned(),
+    };
+    let mut line = String::new();
+    let Ok(reader_stream) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader_stream.take(MAX_LINE as u64));
+    let response = match reader.read_line(&mut line) {
+        Ok(0) => return, // a wake-up connect, or a client that gave up
+        Ok(_) => match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(request) => {
+                let result = lock(shared).handle(request, &caller);
+                match result {
+                    Ok(result) => AdminResponse {
+                        ok: true,
+                        error: None,
+                        result,
+                    },
+                    Err(e) => AdminResponse {
+                        ok: false,
+                        error: Some(e),
+                        result: serde_json::Value::Null,
+                    },
+                }
+            }
+            Err(e) => AdminResponse {
+                ok: false,
+                error: Some(format!("not an admin request: {e}")),
+                result: serde_json::Value::Null,
+            },
+        },
+        Err(e) => AdminResponse {
+            ok: false,
+            error: Some(format!("reading the request: {e}")),
+            result: serde_json::Value::Null,
+        },
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    let mut stream = stream;
+    let _ = stream.write_all(&out);
+}
+
+fn events_loop(shared: &Shared, socket: UnixDatagram) {
+    let mut buf = vec![0u8; MAX_EVENT];
+    loop {
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "events socket");
+                std::thread::sleep(Duration::from_millis(100));
+                0
+            }
+        };
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let event: ProxyEvent = match serde_json::from_slice(&buf[..n]) {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        match event {
+            ProxyEvent::UnknownKid { issuer, kid } => {
+                let mut inner = lock(shared);
+                let Some(cache) = inner
+                    .jwks
+                    .iter()
+                    .find(|c| c.config().issuer == issuer)
+                    .cloned()
+                else {
+                    continue;
+                };
+                match cache.refresh_for_unknown_kid(&kid, SystemTime::now()) {
+                    Ok(true) => {
+                        info!(%issuer, %kid, "fetched the issuer's new keys");
+                        if let Err(e) = inner.publish(SystemTime::now()) {
+                            error!(error = %e, "publishing failed");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(%issuer, %kid, error = %e, "JWKS refetch failed"),
+                }
+            }
+            ProxyEvent::SessionStart {
+                session,
+                user,
+                resource,
+                peer,
+            } => info!(%session, %user, %resource, %peer, "proxy: session start"),
+            ProxyEvent::SessionEnd {
+                session,
+                user,
+                resource,
+                reason,
+            } => info!(%session, %user, %resource, %reason, "proxy: session end"),
+        }
+    }
+}
