@@ -37,6 +37,7 @@ const IDENTITIES: &[(&str, &str)] = &[
     ("alice", "engineering"),
     ("bob", "support"),
     ("carol", "dba"),
+    ("dave", "contractors"),
 ];
 
 /// Runs the demo until SIGINT/SIGTERM.
@@ -173,6 +174,11 @@ fn write_env(
     writeln!(env, "export SLUICE_CONFIG='{}'", config.display())?;
     writeln!(env, "export SLUICE_PORT={port}")?;
     writeln!(env, "export SLUICE_CA='{}'", dir.join("ca.crt").display())?;
+    // `sluice` itself may not be on PATH (e.g. run with `cargo run`): a function that
+    // names this very binary makes the admin commands in the banner work as printed.
+    if let Ok(exe) = std::env::current_exe() {
+        writeln!(env, "sluice() {{ '{}' \"$@\"; }}", exe.display())?;
+    }
     for (user, group) in IDENTITIES {
         let token = deployment.mint(user, &[group], Duration::from_secs(12 * 3600))?;
         writeln!(env, "export {}_TOKEN='{token}'", user.to_uppercase())?;
@@ -206,7 +212,13 @@ fn print_banner(dir: &Path, files: &DemoFiles, port: u16, keep: bool) {
     PGPASSWORD=$ALICE_TOKEN psql "host=localhost port=$SLUICE_PORT dbname=shop user=alice sslmode=verify-full sslrootcert={ca}"
     PGPASSWORD=wrong psql "host=127.0.0.1 port=$SLUICE_PORT dbname=shop user=carol"   # refused: 28P01
 
-  Identities: alice (engineering), bob (support), carol (dba); tokens in {env}.
+  Just-in-time access: dave (contractors) must ask, carol (dba) approves:
+    PGPASSWORD=$DAVE_TOKEN psql "host=127.0.0.1 port=$SLUICE_PORT dbname=shop user=dave"  # refused: 42501, with a hint
+    ID=$(sluice access request --resource shop --for 30m --reason "ticket 42" --token $DAVE_TOKEN)
+    sluice access approve $ID --token $CAROL_TOKEN
+    sluice revoke --user dave      # ends dave's live sessions at once
+
+  Identities: alice (engineering), bob (support), carol (dba), dave (contractors); tokens in {env}.
   Config: {config} (commented; the starting point for a real deployment).
   Ctrl-C stops the gateway and {cleanup}.
 "#,

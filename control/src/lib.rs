@@ -1,17 +1,23 @@
-//! # sluice-control — the control sidecar (being built)
+//! # sluice-control — the control sidecar
 //!
-//! Owns every slow or stateful decision: OIDC/JWKS validation keys, Sluice token keys,
-//! policy, just-in-time grants, approvals and revocations, compiled into immutable,
-//! versioned snapshots that are published to the proxy through sealed memfds and a seqlock
-//! generation header.
+//! Owns every slow or stateful decision: who a token says a client is (Sluice's own
+//! Ed25519 tokens and OIDC issuers), the access policy, just-in-time grants, approvals and
+//! revocations, and the audit trail. It compiles them into immutable, versioned snapshots
+//! and publishes them to the proxy through sealed memfds and a seqlock generation header;
+//! it serves the operator's `sluice` subcommands on a 0600 Unix socket.
 //!
 //! It must never be on the proxy's data path: the proxy reads its snapshot and never waits
-//! on it.
+//! on it (events from the proxy are datagrams that are dropped, and counted, rather than
+//! ever blocking a worker). It must never hand the proxy a private key, or publish a
+//! snapshot that it has not compiled exactly as the proxy will.
 //!
-//! Built so far: the two mechanisms below, as libraries with their own tests. Not yet: the
-//! control process itself (`sluice up` / `sluice control`), policy, grants, the state store
-//! and the admin API; until they land the proxy verifies Sluice tokens with a key from its
-//! own config (`sluice_proxy::auth`) and does not read a snapshot.
+//! Modules: [`config`] (its sections of `sluice.toml`), [`identity`] (keyring and the pure
+//! multi-issuer verifier), [`oidc`], [`policy`] (rules and the pure decision), [`state`] and
+//! [`store`] (grants, requests, revocations, audit; append-only log), [`content`] (the
+//! snapshot payload and the proxy's compiled [`content::View`]), [`snapshot`] (the channel),
+//! [`service`] (the control process and its threads), [`admin`] (the admin protocol) and
+//! [`fuzzing`] (fuzz target bodies). The hand-written parts are the ones the design keeps in
+//! our own hands (the shm snapshot); tokens use `jsonwebtoken`, JWKS fetching `ureq`.
 //!
 //! [`oidc`] validates tokens from OIDC identity providers. Fetching an issuer's JWKS is
 //! control's I/O ([`oidc::JwksCache`], rate-limited refetch on an unknown `kid` so key
@@ -32,6 +38,7 @@
 pub mod admin;
 pub mod config;
 pub mod content;
+pub mod fuzzing;
 pub mod identity;
 pub mod oidc;
 pub mod policy;

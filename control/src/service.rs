@@ -343,7 +343,7 @@ impl Inner {
         if published.dropped > 0 {
             warn!(
                 dropped = published.dropped,
-                "disconnected proxy subscribers that were not draining their snapshot socket"
+                "dropped proxy subscribers that had gone away or were not draining their snapshot socket"
             );
         }
         info!(

@@ -183,6 +183,12 @@ access = "allow"
 max_session = "8h"
 
 [[policy.rules]]
+name = "dba-uses-{name}"
+groups = ["dba"]
+resources = ["{name}"]
+access = "allow"
+
+[[policy.rules]]
 name = "contractors-ask-first"
 groups = ["contractors"]
 resources = ["{name}"]
@@ -258,7 +264,7 @@ mod tests {
             .mint("alice", &["engineering"], Duration::from_secs(60))
             .expect("mint");
         assert_eq!(token.split('.').count(), 3, "a JWT");
-        assert_eq!(config.policy.rules.len(), 3);
+        assert_eq!(config.policy.rules.len(), 4);
         assert_eq!(config.state_dir(), deployment.state_dir);
     }
 }
