@@ -444,16 +444,14 @@ impl Gate {
         }
     }
 
-    /// Sends an event to control without waiting; counts what could not be sent.
-    pub fn send_event(&self, event: &ProxyEvent) {
-        let Some(socket) = &self.events else {
-            self.events_dropped.set(self.events_dropped.get() + 1);
-            return;
+    /// Sends an event to control without waiting; counts what could not be sent. Returns
+    /// whether it was sent: a caller that needed control to act on it fails closed when not.
+    pub fn send_event(&self, event: &ProxyEvent) -> bool {
+        let sent = match (&self.events, serde_json::to_vec(event)) {
+            (Some(socket), Ok(bytes)) => socket.send_to(&bytes, &self.events_path).is_ok(),
+            _ => false,
         };
-        let Ok(bytes) = serde_json::to_vec(event) else {
-            return;
-        };
-        if socket.send_to(&bytes, &self.events_path).is_err() {
+        if !sent {
             let dropped = self.events_dropped.get() + 1;
             self.events_dropped.set(dropped);
             if dropped.is_power_of_two() {
@@ -463,6 +461,7 @@ impl Gate {
                 );
             }
         }
+        sent
     }
 
     /// Events that could not be sent so far.

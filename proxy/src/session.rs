@@ -338,9 +338,14 @@ async fn verify_token(
         return first;
     };
     let epoch = ctx.gate.borrow().epoch();
-    ctx.gate
+    let asked = ctx
+        .gate
         .borrow()
         .send_event(&ProxyEvent::UnknownKid { issuer, kid });
+    if !asked {
+        // Control cannot be asked to fetch the key: refuse now rather than wait for nothing.
+        return first;
+    }
     let deadline = Instant::now() + KEY_FETCH_WAIT;
     while Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
@@ -1064,4 +1069,92 @@ async fn relay(
     }
     let _ = client_tx.shutdown().await;
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn frames(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut rest = stream;
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            out.push((rest[0], rest[5..1 + len].to_vec()));
+            rest = &rest[1 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn refused_frames_are_replaced_by_the_sentinel_and_queued_by_window() {
+        let q1 = frame(b'Q', b"SELECT 1\0");
+        let q2 = frame(b'Q', b"DROP TABLE t\0");
+        let parse = frame(b'P', b"s\0SELECT 2\0\0\0");
+        let sync = frame(b'S', b"");
+        let stream = [q1.clone(), q2.clone(), parse.clone(), sync.clone()].concat();
+        let refused = RefCell::new(VecDeque::new());
+        let deny = Refusal::new("42501", "no");
+        let out = substitute_refused(
+            &stream,
+            vec![
+                Replacement {
+                    offset: q1.len(),
+                    len: q2.len(),
+                    tag: b'Q',
+                    window: 1,
+                    refusal: deny.clone(),
+                },
+                Replacement {
+                    offset: q1.len() + q2.len(),
+                    len: parse.len(),
+                    tag: b'P',
+                    window: 2,
+                    refusal: deny.clone(),
+                },
+            ],
+            &refused,
+        );
+        let seen = frames(&out);
+        assert_eq!(seen.len(), 4, "one frame out for each frame in");
+        assert_eq!(seen[0], (b'Q', b"SELECT 1\0".to_vec()));
+        assert_eq!(seen[1].0, b'Q');
+        assert!(seen[1].1.starts_with(SENTINEL_SQL.as_bytes()));
+        assert_eq!(
+            seen[2].0, b'P',
+            "a refused Parse stays a Parse so Sync still ends it"
+        );
+        assert!(!seen[2].1.windows(4).any(|w| w == b"SELE"));
+        assert_eq!(seen[3], (b'S', Vec::new()));
+        let queued: Vec<u64> = refused.borrow().iter().map(|(w, _)| *w).collect();
+        assert_eq!(queued, vec![1, 2]);
+    }
+
+    #[test]
+    fn backend_errors_are_recognised_and_rewritten_in_place() {
+        let mut error = BytesMut::new();
+        backend::encode_error(&mut error, "ERROR", "42601", "syntax error", None, None);
+        let error = error.to_vec();
+        assert_eq!(error_code(&error[5..]), Some(&b"42601"[..]));
+        assert_eq!(error_code(b"\0"), None);
+        assert_eq!(error_code(b"Cunterminated"), None);
+
+        let ready = frame(b'Z', b"T");
+        let stream = [error.clone(), ready.clone()].concat();
+        let refusal = Refusal::new("42501", "access to \"app\" denied").hint("ask");
+        let out = rewrite_errors(&stream, vec![(0, error.len(), refusal)]);
+        let seen = frames(&out);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].0, b'E');
+        assert_eq!(error_code(&seen[0].1), Some(&b"42501"[..]));
+        assert!(seen[0].1.windows(6).any(|w| w == b"denied"));
+        assert_eq!(seen[1], (b'Z', b"T".to_vec()));
+    }
 }

@@ -100,6 +100,15 @@ async fn a_policy_reload_changes_what_a_live_session_may_do() {
         e.as_db_error().expect("db").hint().is_some(),
         "says how to get access"
     );
+    // Pipelined: every statement of the pipeline gets its own refusal, in order.
+    let (a, b, c) = tokio::join!(
+        client.query("SELECT 1", &[]),
+        client.query("SELECT 2", &[]),
+        client.simple_query("SELECT 3; SELECT 4"),
+    );
+    expect_sqlstate(a, "42501");
+    expect_sqlstate(b, "42501");
+    expect_sqlstate(c, "42501");
 
     std::fs::write(&fx.deployment.config, &original).expect("restore config");
     control(&fx).reload().expect("reload");
