@@ -3,6 +3,8 @@
 # Rust, and nothing when it is all there already (so re-running it is cheap).
 #   - a PostgreSQL server (initdb, pg_ctl, postgres) for `sluice demo` and the tests
 #   - psql and pgbench, the real clients the tests and benchmarks drive
+#   - the C libraries and headers the SAML login builds against (samael binds xmlsec1 with
+#     bindgen): libclang-dev, libxmlsec1-dev, libxml2-dev, libssl-dev, pkg-config
 set -euo pipefail
 
 need=()
@@ -23,6 +25,11 @@ if [ -z "$bindir" ] || [ ! -x "$bindir/pgbench" ]; then
 fi
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
+# "ok installed", not merely known to dpkg (a removed package can leave its config behind).
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+for pkg in libclang-dev libxmlsec1-dev libxml2-dev libssl-dev pkg-config; do
+    installed "$pkg" || need+=("$pkg")
+done
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "install-deps: installing ${need[*]}" >&2

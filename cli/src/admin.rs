@@ -1,6 +1,6 @@
 //! Subcommands that talk to a running control over its admin socket
-//! (`state_dir/admin.sock`, found through the config file): tokens, keys, reload, status,
-//! access requests, grants, revocations and the audit trail.
+//! (`state_dir/admin.sock`, found through the config file): tokens, SAML login, keys,
+//! reload, status, access requests, grants, revocations and the audit trail.
 //!
 //! Output contract: what a script captures (a token, a request or grant ID) is printed
 //! alone on stdout; explanations go to stderr. List commands print an aligned table, or
@@ -515,6 +515,68 @@ fn audit_table(events: &[AuditEvent]) -> Table {
         ]);
     }
     t
+}
+
+/// `sluice login`.
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    /// A file holding the base64 SAML Response your identity provider posted
+    /// (`SAMLResponse`), or `-` for stdin. The IdP must be configured in [[identity.saml]].
+    #[arg(long, value_name = "FILE")]
+    pub saml: PathBuf,
+}
+
+/// Exchanges a SAML Response for a Sluice token and prints the token alone on stdout.
+pub fn login(socket: &Path, a: LoginArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let limit = sluice_control::saml::MAX_RESPONSE_BYTES;
+    let mut response = String::new();
+    let read = if a.saml.as_os_str() == "-" {
+        std::io::stdin()
+            .take(limit as u64 + 1)
+            .read_to_string(&mut response)
+    } else {
+        std::fs::File::open(&a.saml)
+            .and_then(|f| f.take(limit as u64 + 1).read_to_string(&mut response))
+    };
+    read.with_context(|| format!("reading the SAML Response from {}", a.saml.display()))?;
+    if response.len() > limit {
+        return Err(anyhow!(
+            "{} is larger than {} KiB; is it a SAML Response?",
+            a.saml.display(),
+            limit / 1024
+        ));
+    }
+    if response.trim().is_empty() {
+        return Err(anyhow!("{} is empty", a.saml.display()));
+    }
+    let result = call(socket, &AdminRequest::SamlLogin { response })?;
+    let token = result
+        .get("token")
+        .and_then(Value::as_str)
+        .context("control's answer has no token")?;
+    let text = |key: &str| result.get(key).and_then(Value::as_str).map(clean);
+    let groups: Vec<String> = result
+        .get("groups")
+        .and_then(Value::as_array)
+        .map(|g| g.iter().filter_map(Value::as_str).map(clean).collect())
+        .unwrap_or_default();
+    eprintln!(
+        "logged in as {} (groups: {}) through {}; the token expires {}",
+        text("user").unwrap_or_default(),
+        if groups.is_empty() {
+            "none".to_owned()
+        } else {
+            groups.join(", ")
+        },
+        text("idp").unwrap_or_default(),
+        result
+            .get("expires_at_ms")
+            .and_then(Value::as_u64)
+            .map(utc)
+            .unwrap_or_default(),
+    );
+    print(token)
 }
 
 #[cfg(test)]

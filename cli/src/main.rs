@@ -5,9 +5,9 @@
 //! PostgreSQL with sample data).
 //!
 //! Operations on a running control, over its admin socket (`state_dir/admin.sock`):
-//! `token`, `keys rotate|list`, `reload`, `status`, `access request|approve|deny|list`,
-//! `grant`, `grants list`, `revoke`, `audit`. Offline, from the config file: `policy
-//! check|explain`.
+//! `token`, `login --saml`, `keys rotate|list`, `reload`, `status`,
+//! `access request|approve|deny|list`, `grant`, `grants list`, `revoke`, `audit`. Offline,
+//! from the config file: `policy check|explain`.
 //!
 //! It owns argument parsing, logging set-up, signal handling, process supervision and
 //! output formatting, and nothing else: every behaviour lives in a library crate so it can
@@ -93,6 +93,9 @@ enum Command {
     },
     /// Mint a Sluice token; prints the token alone on stdout. Needs a running control.
     Token(admin::TokenArgs),
+    /// Exchange a SAML Response from your identity provider for a Sluice token; prints the
+    /// token alone on stdout. Needs a running control and an [[identity.saml]] IdP.
+    Login(admin::LoginArgs),
     /// Token signing keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
@@ -174,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             gateway.join()
         }
         Command::Token(a) => admin::token(&socket("token")?, a),
+        Command::Login(a) => admin::login(&socket("login")?, a),
         Command::Keys(c) => admin::keys(&socket("keys")?, c),
         Command::Reload => admin::reload(&socket("reload")?),
         Command::Status(f) => admin::status(&socket("status")?, f),

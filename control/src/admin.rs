@@ -97,6 +97,13 @@ pub enum AdminRequest {
         /// How many.
         limit: usize,
     },
+    /// Exchange a SAML Response from a configured `[[identity.saml]]` IdP for a Sluice
+    /// token (`sluice login --saml FILE`). The Response is the credential: control checks
+    /// its signature, issuer, audience and validity, and uses each assertion only once.
+    SamlLogin {
+        /// The base64 SAML Response, as the IdP posts it (`SAMLResponse`).
+        response: String,
+    },
 }
 
 /// Control's answer.

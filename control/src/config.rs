@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::oidc::IssuerConfig;
 use crate::policy::PolicyConfig;
+use crate::saml::SamlIdpConfig;
 
 /// `[control]`: where control keeps its state and how the proxy treats its snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,10 @@ pub struct IdentityConfig {
     pub sluice_tokens: SluiceTokensConfig,
     /// Trusted OIDC issuers (`[[identity.oidc]]`).
     pub oidc: Vec<IssuerConfig>,
+    /// SAML identity providers (`[[identity.saml]]`) whose signed Responses control
+    /// exchanges for Sluice tokens (`sluice login --saml`).
+    #[serde(default)]
+    pub saml: Vec<SamlIdpConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -68,6 +73,7 @@ impl Default for IdentityConfig {
             require_user_match: true,
             sluice_tokens: SluiceTokensConfig::default(),
             oidc: Vec::new(),
+            saml: Vec::new(),
         }
     }
 }
@@ -181,6 +187,9 @@ pub fn check_control(control: &ControlSection) -> Result<(), String> {
 /// Checks `[identity]`.
 pub fn check_identity(identity: &IdentityConfig) -> Result<(), String> {
     let sluice = &identity.sluice_tokens;
+    if !identity.saml.is_empty() && !sluice.enabled {
+        return Err("[[identity.saml]] needs identity.sluice_tokens.enabled: a SAML login is exchanged for a Sluice token".into());
+    }
     if !sluice.enabled && identity.oidc.is_empty() {
         return Err("[identity]: no way to log in: enable identity.sluice_tokens or add an [[identity.oidc]] issuer".into());
     }
@@ -211,6 +220,13 @@ pub fn check_identity(identity: &IdentityConfig) -> Result<(), String> {
                 "OIDC issuer {:?} is configured twice",
                 issuer.issuer
             ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for idp in &identity.saml {
+        idp.validate()?;
+        if !seen.insert(idp.entity_id.as_str()) {
+            return Err(format!("SAML IdP {:?} is configured twice", idp.entity_id));
         }
     }
     Ok(())
@@ -280,5 +296,46 @@ mod tests {
         let file: ControlFile =
             toml::from_str("[identity.sluice_tokens]\nenabled = false").expect("parse");
         assert!(file.validate().unwrap_err().contains("no way to log in"));
+    }
+
+    #[test]
+    fn saml_idps_are_read_with_defaults_and_checked() {
+        let text = r#"
+            [[identity.saml]]
+            entity_id = "https://idp.example.com/saml"
+            certificate = "idp.pem"
+            audience = "sluice"
+            token_ttl = "2h"
+        "#;
+        let file: ControlFile = toml::from_str(text).expect("parse");
+        let idp = &file.identity.saml[0];
+        assert_eq!(idp.groups_attribute, "groups");
+        assert_eq!(idp.subject_attribute, None);
+        assert_eq!(idp.token_ttl, Duration::from_secs(7200));
+        assert_eq!(idp.clock_skew, Duration::from_secs(60));
+        file.validate().expect("valid");
+
+        let twice = format!(
+            "{text}
+{text}"
+        );
+        let file: ControlFile = toml::from_str(&twice).expect("parse");
+        assert!(file.validate().unwrap_err().contains("configured twice"));
+        let no_key = r#"
+            [[identity.saml]]
+            entity_id = "x"
+            audience = "sluice"
+        "#;
+        let file: ControlFile = toml::from_str(no_key).expect("parse");
+        assert!(file.validate().unwrap_err().contains("metadata_file"));
+        let disabled = format!("[identity.sluice_tokens]\nenabled = false\n{text}");
+        let file: ControlFile = toml::from_str(&disabled).expect("parse");
+        let err = file.validate().unwrap_err();
+        assert!(err.contains("identity.sluice_tokens.enabled"), "{err}");
+        let unknown = format!("{text}\nsubject = \"uid\"");
+        assert!(
+            toml::from_str::<ControlFile>(&unknown).is_err(),
+            "unknown keys are errors"
+        );
     }
 }

@@ -15,9 +15,11 @@
 //! multi-issuer verifier), [`oidc`], [`policy`] (rules and the pure decision), [`state`] and
 //! [`store`] (grants, requests, revocations, audit; append-only log), [`content`] (the
 //! snapshot payload and the proxy's compiled [`content::View`]), [`snapshot`] (the channel),
-//! [`service`] (the control process and its threads), [`admin`] (the admin protocol) and
-//! [`fuzzing`] (fuzz target bodies). The hand-written parts are the ones the design keeps in
-//! our own hands (the shm snapshot); tokens use `jsonwebtoken`, JWKS fetching `ureq`.
+//! [`service`] (the control process and its threads), [`admin`] (the admin protocol),
+//! [`saml`] (SAML Responses exchanged for Sluice tokens; signatures checked by xmlsec through
+//! `samael`) and [`fuzzing`] (fuzz target bodies). The hand-written parts are the ones the
+//! design keeps in our own hands (the shm snapshot); tokens use `jsonwebtoken`, JWKS fetching
+//! `ureq`.
 //!
 //! [`oidc`] validates tokens from OIDC identity providers. Fetching an issuer's JWKS is
 //! control's I/O ([`oidc::JwksCache`], rate-limited refetch on an unknown `kid` so key
@@ -42,6 +44,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod oidc;
 pub mod policy;
+pub mod saml;
 pub mod service;
 pub mod snapshot;
 pub mod state;

@@ -32,6 +32,7 @@ use crate::content::{millis, SnapshotContent, View, CONTENT_FORMAT};
 use crate::identity::{IdentityContent, Keyring, OidcContent, SluiceKeysContent};
 use crate::oidc::JwksCache;
 use crate::policy::{Policy, Subject};
+use crate::saml::{ReplayCache, SamlIdp};
 use crate::snapshot::{Publisher, SnapshotServer};
 use crate::state::{AccessRequest, AuditEvent, Grant, RequestStatus, Revocation};
 use crate::store::{LogStore, Record, State, StateStore};
@@ -94,6 +95,9 @@ pub enum ProxyEvent {
     },
 }
 
+/// How often the state log is compacted (and once at every start).
+const COMPACT_EVERY: Duration = Duration::from_secs(3600);
+
 /// Largest event datagram.
 pub const MAX_EVENT: usize = 8 * 1024;
 
@@ -119,9 +123,14 @@ struct Inner {
     store: LogStore,
     state: State,
     jwks: Vec<Arc<JwksCache>>,
+    /// `[[identity.saml]]` IdPs with their certificates (re-read on every reload).
+    saml: Vec<SamlIdp>,
+    /// SAML assertion IDs already exchanged for tokens.
+    saml_replay: ReplayCache,
     server: SnapshotServer,
     last_jwks_refresh: Instant,
     last_prune: Instant,
+    last_compact: Instant,
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
@@ -148,6 +157,16 @@ fn load_jwks(file: &ControlFile, now: SystemTime) -> Result<Vec<Arc<JwksCache>>,
         caches.push(Arc::new(cache));
     }
     Ok(caches)
+}
+
+/// Loads every `[[identity.saml]]` IdP's certificate or metadata file (relative to the
+/// config file). A missing or unreadable file refuses the config.
+fn load_saml(file: &ControlFile) -> Result<Vec<SamlIdp>, String> {
+    file.identity
+        .saml
+        .iter()
+        .map(|idp| SamlIdp::load(idp, &file.base_dir))
+        .collect()
 }
 
 impl Control {
@@ -178,6 +197,7 @@ impl Control {
             );
         }
         let jwks = load_jwks(&file, now)?;
+        let saml = load_saml(&file)?;
         let publisher = Publisher::new().map_err(|e| format!("snapshot header: {e}"))?;
         let server = SnapshotServer::bind(paths::snapshot_socket(&state_dir), publisher)
             .map_err(|e| format!("binding the snapshot socket: {e}"))?;
@@ -202,11 +222,15 @@ impl Control {
             store,
             state,
             jwks,
+            saml,
+            saml_replay: ReplayCache::default(),
             server,
             last_jwks_refresh: Instant::now(),
             last_prune: Instant::now(),
+            last_compact: Instant::now(),
         };
         inner.prune(now)?;
+        inner.compact()?;
         inner.publish(now)?;
         info!(
             state_dir = %state_dir.display(),
@@ -389,15 +413,18 @@ impl Inner {
             } else {
                 self.jwks.clone()
             };
+            // Always re-read: a certificate file may have changed under the same config.
+            let saml = load_saml(&file)?;
             let previous = (
                 std::mem::replace(&mut self.file, file),
                 std::mem::replace(&mut self.policy, policy),
                 std::mem::replace(&mut self.jwks, jwks),
+                std::mem::replace(&mut self.saml, saml),
             );
             match self.publish(SystemTime::now()) {
                 Ok(generation) => Ok(generation),
                 Err(e) => {
-                    (self.file, self.policy, self.jwks) = previous;
+                    (self.file, self.policy, self.jwks, self.saml) = previous;
                     Err(e)
                 }
             }
@@ -432,6 +459,16 @@ impl Inner {
                 .map_err(|e| format!("state store: {e}"))?;
         }
         Ok(before != (self.state.grants.len(), self.state.revocations.len()))
+    }
+
+    /// Rewrites the state log as the records of the current state (expired grants and
+    /// decided requests that were pruned disappear from it; `audit.log` is untouched).
+    fn compact(&mut self) -> Result<(), String> {
+        self.store
+            .compact(&self.state)
+            .map_err(|e| format!("compacting the state log: {e}"))?;
+        self.last_compact = Instant::now();
+        Ok(())
     }
 
     /// Verifies a token presented to the admin API with the same view the proxy uses.
@@ -737,7 +774,68 @@ impl Inner {
                     .collect();
                 Ok(serde_json::to_value(events).map_err(|e| e.to_string())?)
             }
+            AdminRequest::SamlLogin { response } => self.saml_login(&response, caller, now),
         }
+    }
+
+    /// Validates a SAML Response with the configured IdPs and mints a Sluice token for the
+    /// asserted user and groups.
+    fn saml_login(
+        &mut self,
+        response: &str,
+        caller: &str,
+        now: SystemTime,
+    ) -> Result<serde_json::Value, String> {
+        let cfg = &self.file.identity.sluice_tokens;
+        if !cfg.enabled {
+            return Err(
+                "SAML login issues Sluice tokens, and they are disabled (identity.sluice_tokens.enabled = false)"
+                    .into(),
+            );
+        }
+        if self.saml.is_empty() {
+            return Err("no SAML identity provider is configured ([[identity.saml]])".into());
+        }
+        let refused = |e: crate::saml::SamlError| {
+            warn!(caller, error = %e, "SAML login refused");
+            format!("SAML login refused: {e}")
+        };
+        let login = crate::saml::verify_response(&self.saml, response, now).map_err(refused)?;
+        self.saml_replay.check(&login).map_err(refused)?;
+        let idp = self
+            .saml
+            .iter()
+            .find(|i| i.config().entity_id == login.idp)
+            .ok_or("the IdP went away during the login")?
+            .config();
+        let ttl = login.token_ttl(idp, cfg.max_ttl, now).ok_or(
+            "SAML login refused: the IdP session ends in less than a second; sign in at the IdP again",
+        )?;
+        let (issuer, skew) = (cfg.issuer.clone(), idp.clock_skew);
+        let token = self
+            .keyring
+            .mint(&issuer, &login.user, &login.groups, ttl, now)?;
+        self.saml_replay.remember(&login, now);
+        let expires_at_ms = millis(now) / 1000 * 1000 + ttl.as_secs() * 1000;
+        self.audit(
+            &login.user,
+            "saml.login",
+            format!("user={} groups={}", login.user, login.groups.join(",")),
+            format!(
+                "idp={} assertion={} ttl={} issuer={issuer} skew={} via {caller}",
+                login.idp,
+                login.assertion_id,
+                humantime::format_duration(ttl),
+                humantime::format_duration(skew),
+            ),
+        );
+        Ok(json!({
+            "token": token,
+            "user": login.user,
+            "groups": login.groups,
+            "expires_at_ms": expires_at_ms,
+            "idp": login.idp,
+        }))
     }
 
     fn pending(&self, id: &str) -> Result<AccessRequest, String> {
@@ -823,6 +921,11 @@ fn tick_loop(shared: &Shared) {
                 match inner.prune(now) {
                     Ok(pruned) => changed |= pruned,
                     Err(e) => error!(error = %e, "pruning state failed"),
+                }
+                if inner.last_compact.elapsed() >= COMPACT_EVERY {
+                    if let Err(e) = inner.compact() {
+                        error!(error = %e, "compaction failed; the log keeps growing until it succeeds");
+                    }
                 }
             }
             if changed {
