@@ -46,10 +46,12 @@ for _ in $(seq 1 120); do [ -f "$work/demo/demo.env" ] && port_open "$port_uring
 # shellcheck disable=SC1091
 . "$work/demo/demo.env"
 # One gateway per (driver, workers) variant, all from the demo's config; idle ones cost
-# nothing. The demo's own gateway (io_uring, one worker per core) is the first.
+# nothing. The demo's own gateway (io_uring, one worker per core) is the first: the demo
+# runs like `sluice up`, with the gateway as its child process (control stays in the demo
+# process, so its CPU is not counted against the gateway).
 declare -A proxy_port proxy_pid
 proxy_port[sluice-io_uring-w2]=$port_uring
-proxy_pid[sluice-io_uring-w2]=$(pgrep -f "sluice demo --dir $work/demo" | head -n 1)
+proxy_pid[sluice-io_uring-w2]=$(pgrep -P "${pids[0]}" -f "proxy --config" | head -n 1)
 next_port=$((port_uring + 10))
 for variant in io_uring-w1 epoll-w1 epoll-w2; do
     driver=${variant%-w*}; workers=${variant##*-w}

@@ -1,6 +1,7 @@
 //! `sluice demo`: a throwaway PostgreSQL with the `shop` sample data, a complete commented
-//! config, keys, certificates and tokens for three identities, and control and the gateway
-//! in front (both in this process).
+//! config, keys, certificates and tokens for four identities, and control and the gateway in
+//! front of it, run exactly as `sluice up` runs them (control here, the gateway as a
+//! supervised child process).
 
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -8,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_control::service::Control;
 use sluice_pgharness::{ClusterOptions, PgCluster};
 use sluice_proxy::deployment::{self, BackendSpec, Deployment};
 
@@ -41,7 +41,7 @@ const IDENTITIES: &[(&str, &str)] = &[
 ];
 
 /// Runs the demo until SIGINT/SIGTERM.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub fn run(args: DemoArgs, log_format: crate::LogFormat) -> anyhow::Result<()> {
     let (dir, _temp) = match &args.dir {
         Some(dir) => {
             if !dir.exists() {
@@ -76,17 +76,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     .context("starting the demo PostgreSQL cluster")?;
     let deployment = prepare(&dir, &cluster, args.port, args.driver)?;
 
-    // Control first: it owns the token keys and publishes the snapshot the gateway starts
-    // from. Both run in this process (`sluice up` runs the gateway as a child instead).
-    let control =
-        Control::start(&deployment.config).map_err(|e| anyhow::anyhow!("starting control: {e}"))?;
     let files = write_env(&dir, &cluster, args.port, &deployment)?;
-    let config = sluice_proxy::Config::load(&files.config)?;
-    let gateway = sluice_proxy::Gateway::start(config)?;
-    crate::signals::forward_to(gateway.shutdown_handle())?;
-    print_banner(&dir, &files, gateway.local_addr().port(), args.keep);
-    let result = gateway.join();
-    control.stop();
+    // The banner goes out once the gateway accepts connections, so what it says works.
+    let banner = {
+        let (dir, port, keep) = (dir.clone(), args.port, args.keep);
+        let files = DemoFiles {
+            config: files.config.clone(),
+            env: files.env.clone(),
+        };
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            while std::time::Instant::now() < deadline {
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    print_banner(&dir, &files, port, keep);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // Exactly what `sluice up` does: control in this process, the gateway as its
+    // supervised child; Ctrl-C stops the gateway gracefully, then control.
+    let result = crate::run::up(&files.config, log_format);
+    drop(banner);
     drop(cluster);
     if args.keep {
         eprintln!("sluice demo: kept {}", dir.display());

@@ -154,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let socket = |what: &str| admin::socket(&config(what)?);
     match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => demo::run(args, cli.log_format),
         Command::Up => run::up(&config("up")?, cli.log_format),
         Command::Control => run::control(&config("control")?),
         Command::Proxy {

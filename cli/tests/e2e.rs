@@ -726,6 +726,56 @@ fn demo_serves_the_shop_data_and_cleans_up_on_ctrl_c() {
         "verified"
     );
 
+    // The banner's just-in-time flow, with the binary and environment the demo wrote.
+    let dave = format!("host=127.0.0.1 port={port} dbname=shop user=dave");
+    let mut cmd = Command::new("psql");
+    scrub_env(&mut cmd);
+    cmd.args(["-X", "-c", "select 1"])
+        .arg(&dave)
+        .env("PGPASSWORD", &env["DAVE_TOKEN"]);
+    let out = run(&mut cmd, MINUTE);
+    assert_eq!(out.status.code(), Some(2), "dave needs a grant first");
+    assert!(
+        text(&out.stderr).contains("sluice access request"),
+        "{}",
+        text(&out.stderr)
+    );
+    let sluice = |args: &[&str]| {
+        let mut cmd = Command::new(sluice_bin());
+        scrub_env(&mut cmd);
+        cmd.args(args).env("SLUICE_CONFIG", &env["SLUICE_CONFIG"]);
+        run_ok(&mut cmd, MINUTE).trim().to_owned()
+    };
+    let id = sluice(&[
+        "access",
+        "request",
+        "--resource",
+        "shop",
+        "--for",
+        "30m",
+        "--reason",
+        "ticket 42",
+        "--token",
+        &env["DAVE_TOKEN"],
+    ]);
+    sluice(&["access", "approve", &id, "--token", &env["CAROL_TOKEN"]]);
+    assert_eq!(
+        psql(&env["DAVE_TOKEN"], dave, "select 'granted'"),
+        "granted"
+    );
+
+    // The gateway runs as the demo's child, exactly as under `sluice up`.
+    let gateways = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", demo.pid()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmd| String::from_utf8_lossy(&cmd).contains("proxy"))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(gateways, 1, "one gateway child");
+
     demo.signal("INT");
     let status = demo.wait_timeout(MINUTE);
     assert!(status.success(), "demo exit {status}:\n{}", demo.log_text());

@@ -205,11 +205,17 @@ impl Gateway {
         let backends = Arc::new(shared.backends);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let mut handles = Vec::new();
+        let mut tick_writers = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
+            let (tick_tx, tick_rx) = std::os::unix::net::UnixStream::pair()
+                .context("creating a worker's tick socket pair")?;
+            tick_rx.set_nonblocking(true)?;
+            tick_writers.push(tick_tx);
             let ctx = WorkerSeed {
                 config: shared.config.clone(),
                 tls: shared.tls.clone(),
                 backends: backends.clone(),
+                tick: tick_rx,
             };
             let rx = rx.clone();
             let ready = ready_tx.clone();
@@ -227,6 +233,7 @@ impl Gateway {
             handles.push(handle);
         }
         drop(ready_tx);
+        spawn_ticker(tick_writers)?;
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -288,6 +295,39 @@ struct WorkerSeed {
     config: Config,
     tls: Option<Arc<rustls::ServerConfig>>,
     backends: Arc<HashMap<String, BackendTarget>>,
+    /// Read end of this worker's tick pipe (see [`spawn_ticker`]).
+    tick: std::os::unix::net::UnixStream,
+}
+
+/// Starts the thread that wakes every worker's gate every [`TICK`]: one byte down each
+/// worker's socket pair. A timer inside the worker would do the same, but a runtime with a
+/// timer always pending arms a timeout on every park, which costs measurably on every idle
+/// moment of a busy worker; a pending read costs nothing until it completes. The thread
+/// ends when every worker has gone (its writes fail).
+fn spawn_ticker(writers: Vec<std::os::unix::net::UnixStream>) -> anyhow::Result<()> {
+    use std::io::Write;
+    for w in &writers {
+        w.set_nonblocking(true)?;
+    }
+    std::thread::Builder::new()
+        .name("sluice-gate-tick".into())
+        .spawn(move || loop {
+            std::thread::sleep(TICK);
+            let mut alive = 0;
+            for mut w in &writers {
+                match w.write(&[1]) {
+                    Ok(_) => alive += 1,
+                    // A worker that is busy has ticks queued already.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => alive += 1,
+                    Err(_) => {}
+                }
+            }
+            if alive == 0 {
+                return;
+            }
+        })
+        .context("spawning the gate tick thread")?;
+    Ok(())
 }
 
 /// io_uring setup flags from design.md §7: cooperative task running cuts completion
@@ -372,11 +412,24 @@ async fn worker_main(
     let ticker = {
         let ctx = Rc::clone(&ctx);
         let (handle, registration) = AbortHandle::new_pair();
+        let tick = monoio::net::UnixStream::from_std(seed.tick);
         monoio::spawn(Abortable::new(
             async move {
+                let mut tick = match tick {
+                    Ok(tick) => tick,
+                    Err(e) => {
+                        error!(worker = index, error = %e, "no gate tick: revocations and time limits reach sessions only on their next statement");
+                        return;
+                    }
+                };
+                let mut buf = vec![0u8; 64];
                 loop {
-                    monoio::time::sleep(TICK).await;
-                    ctx.gate.borrow_mut().tick(std::time::SystemTime::now());
+                    let (result, b) = monoio::io::AsyncReadRent::read(&mut tick, buf).await;
+                    buf = b;
+                    match result {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => ctx.gate.borrow_mut().tick(std::time::SystemTime::now()),
+                    }
                 }
             },
             registration,
