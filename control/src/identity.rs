@@ -338,6 +338,24 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Refuses a key file or directory that users other than its owner can reach, saying how
+/// to fix it (`fix_mode` is the `chmod` mode to suggest).
+fn require_private(path: &Path, fix_mode: &str) -> Result<(), String> {
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is accessible by other users (mode {:o}); run: chmod {fix_mode} {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 impl Keyring {
     /// Opens `dir` (normally `state_dir/keys`), creating it and a first signing key if it
     /// does not exist. Refuses a directory or key file that others can read.
@@ -349,18 +367,7 @@ impl Keyring {
                 .create(dir)
                 .map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| format!("reading {}: {e}", dir.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{} is accessible by other users (mode {:o}); run: chmod 700 {}",
-                dir.display(),
-                mode & 0o777,
-                dir.display()
-            ));
-        }
+        require_private(dir, "700")?;
         let index_path = dir.join("keys.json");
         let index = match std::fs::read_to_string(&index_path) {
             Ok(text) => serde_json::from_str(&text)
@@ -464,18 +471,7 @@ impl Keyring {
 
     fn load_pair(&self, kid: &str) -> Result<rcgen::KeyPair, String> {
         let path = self.key_path(kid);
-        let mode = std::fs::metadata(&path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{} is readable by other users (mode {:o}); run: chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
-        }
+        require_private(&path, "600")?;
         let pem = std::fs::read_to_string(&path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
