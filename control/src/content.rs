@@ -128,3 +128,71 @@ pub fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Access, RuleConfig};
+
+    fn content() -> SnapshotContent {
+        SnapshotContent {
+            format: CONTENT_FORMAT,
+            built_at_ms: 1,
+            identity: IdentityContent::default(),
+            require_user_match: true,
+            resources: vec!["app".into()],
+            policy: PolicyConfig {
+                default_max_grant: None,
+                rules: vec![RuleConfig {
+                    name: "eng".into(),
+                    groups: vec!["engineering".into()],
+                    users: vec![],
+                    resources: vec!["app".into()],
+                    access: Access::Allow,
+                    approvers: vec![],
+                    max_session: None,
+                    max_grant: None,
+                    masking: None,
+                    hours: None,
+                }],
+            },
+            grants: vec![],
+            revocations: vec![],
+        }
+    }
+
+    #[test]
+    fn a_payload_round_trips_into_a_view_that_decides() {
+        let payload = content().encode();
+        assert_eq!(
+            SnapshotContent::decode(&payload).expect("decode"),
+            content()
+        );
+        let view = View::from_payload(&payload).expect("compiles");
+        let groups = vec!["engineering".to_owned()];
+        let subject = Subject {
+            user: "alice",
+            groups: &groups,
+        };
+        assert!(matches!(
+            view.decide(&subject, "app", 10, 5),
+            Decision::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn another_format_or_a_policy_that_does_not_compile_is_refused() {
+        let mut newer = content();
+        newer.format = CONTENT_FORMAT + 1;
+        let err = View::from_payload(&newer.encode()).expect_err("newer format");
+        assert!(
+            err.contains("upgrade the proxy and control together"),
+            "{err}"
+        );
+        let mut broken = content();
+        broken.policy.rules[0].resources = vec!["elsewhere".into()];
+        let err = View::from_payload(&broken.encode()).expect_err("unknown resource");
+        assert!(err.contains("elsewhere"), "{err}");
+        assert!(View::from_payload(b"not json").is_err());
+    }
+}
