@@ -11,6 +11,11 @@
 //! control. A second SIGTERM/SIGINT is forwarded, and the gateway closes every session at
 //! once. The gateway runs in its own process group, so Ctrl-C in a terminal reaches only
 //! `up`, which forwards it exactly once.
+//!
+//! If `up` itself dies (and control with it), the gateway is not taken down: it keeps
+//! serving from its last snapshot for `control.snapshot_max_age`, like a separate `sluice
+//! proxy`. The next `up` on the same state directory finds it through `proxy.pid` (pid and
+//! start time), starts its own gateway beside it, and then asks the old one to drain.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -65,12 +70,18 @@ pub fn up(config: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     sluice_proxy::Config::load(&config)?;
     let signals = crate::signals::channel(&[SIGHUP, SIGINT, SIGTERM])?;
     let control = start_control(&config)?;
+    let state_dir = sluice_control::config::ControlFile::load(&config)
+        .map_err(|e| anyhow!(e))?
+        .state_dir();
     let proxy = ProxyCommand {
         exe: std::env::current_exe().context("finding the sluice executable")?,
         config,
         log_format,
+        pid_file: state_dir.join("proxy.pid"),
     };
-    let result = supervise(&proxy, &signals, &control);
+    let previous = previous_gateway(&proxy.pid_file);
+    let result = supervise(&proxy, &signals, &control, previous);
+    let _ = std::fs::remove_file(&proxy.pid_file);
     control.stop();
     result
 }
@@ -80,6 +91,34 @@ struct ProxyCommand {
     exe: PathBuf,
     config: PathBuf,
     log_format: LogFormat,
+    /// `state_dir/proxy.pid`: the running child's pid and start time.
+    pid_file: PathBuf,
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22), which
+/// tells a live gateway from an unrelated process that reused its pid.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn write_pid_file(path: &Path, pid: u32) -> std::io::Result<()> {
+    let ticks = start_ticks(pid).unwrap_or(0);
+    std::fs::write(path, format!("{pid} {ticks}\n"))
+}
+
+/// The gateway a previous `sluice up` on this state directory left running (it was killed
+/// without stopping its child), if that process is still the same gateway.
+fn previous_gateway(pid_file: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(pid_file).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let ticks: u64 = fields.next()?.parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let is_gateway = String::from_utf8_lossy(&cmdline).contains("proxy");
+    (is_gateway && start_ticks(pid) == Some(ticks)).then_some(pid)
 }
 
 impl ProxyCommand {
@@ -94,23 +133,14 @@ impl ProxyCommand {
             .arg(&self.config)
             .stdin(Stdio::null())
             .process_group(0);
-        let parent = std::process::id();
-        // SAFETY: between fork and exec the closure calls only async-signal-safe functions
-        // (prctl, getppid) and allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                // If `up` is killed outright, the gateway must not outlive it unsupervised.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() as u32 != parent {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        // No parent-death signal: if `up` (and with it control) dies, the gateway keeps
+        // serving from its last snapshot for `snapshot_max_age`, as a separate `sluice
+        // proxy` would; the next `up` finds it by its pid file and retires it.
         let child = cmd.spawn()?;
         info!(pid = child.id(), "gateway started");
+        if let Err(e) = write_pid_file(&self.pid_file, child.id()) {
+            warn!(error = %e, "could not record the gateway's pid; a later `sluice up` will not find it if this one is killed");
+        }
         Ok(child)
     }
 }
@@ -152,12 +182,27 @@ fn supervise(
     proxy: &ProxyCommand,
     signals: &Receiver<i32>,
     control: &Control,
+    previous: Option<u32>,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new();
     let mut state = Proxy::Running {
         child: proxy.spawn().context("starting the gateway")?,
         started: Instant::now(),
     };
+    if let Some(pid) = previous {
+        // The new gateway shares the port (SO_REUSEPORT); once it listens, the old one
+        // drains: its sessions finish within its grace period, new ones go to the new one.
+        std::thread::sleep(Duration::from_secs(1));
+        info!(
+            pid,
+            "retiring the gateway a previous `sluice up` left running"
+        );
+        // SAFETY: kill has no memory-safety preconditions; the pid was checked against the
+        // process's start time just before, so it names that gateway.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == -1 {
+            warn!(pid, error = %std::io::Error::last_os_error(), "could not signal the previous gateway");
+        }
+    }
     loop {
         match signals.recv_timeout(TICK) {
             Ok(SIGHUP) => reload(control),

@@ -125,6 +125,12 @@ fn generation(gw: &Gateway) -> u64 {
     status["generation"].as_u64().expect("generation")
 }
 
+fn generation_subscribers(gw: &Gateway) -> u64 {
+    let status: serde_json::Value =
+        serde_json::from_str(&sluice_ok(gw, &["status", "--json"])).expect("status JSON");
+    status["subscribers"].as_u64().expect("subscribers")
+}
+
 fn one_shot(gw: &Gateway, user: &str, token: &str, sql: &str) -> std::process::Output {
     let mut cmd = gw.psql(token, &gw.conninfo(user, ""));
     cmd.args(["-A", "-t", "-c", sql]);
@@ -240,7 +246,7 @@ fn sighup_and_sluice_reload_change_what_a_live_session_may_do() {
 fn sigkill_of_control_is_fail_static_then_closed_and_a_new_control_restores_service() {
     let mut gw = Gateway::start(Options {
         edit_config: Some(|text| {
-            text.replace("snapshot_max_age = \"5m\"", "snapshot_max_age = \"6s\"")
+            text.replace("snapshot_max_age = \"5m\"", "snapshot_max_age = \"20s\"")
         }),
         ..Options::default()
     });
@@ -337,4 +343,84 @@ fn sluice_up_restarts_a_dead_proxy_and_stops_cleanly() {
         !gw.deployment.state_dir.join("admin.sock").exists(),
         "control cleaned up its socket"
     );
+}
+
+fn gateway_children(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .map(|cmd| String::from_utf8_lossy(&cmd).contains("proxy"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_killed_sluice_up_leaves_its_gateway_serving_and_the_next_up_retires_it() {
+    let mut gw = Gateway::start(Options {
+        up: true,
+        ..Options::default()
+    });
+    let first = gateway_children(gw.proc.pid());
+    assert_eq!(first.len(), 1, "{first:?}");
+    let old_gateway = first[0];
+    let _guard = support::KillOnDrop(vec![old_gateway]);
+    // Both workers hold a snapshot before control goes away.
+    let deadline = Instant::now() + MINUTE;
+    while generation_subscribers(&gw) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway's workers never subscribed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Control dies with `up`; the gateway serves on from its snapshot (fail-static).
+    gw.proc.signal("KILL");
+    gw.proc.wait_timeout(Duration::from_secs(10));
+    assert!(alive(old_gateway), "the gateway outlived `up`");
+    assert_eq!(gw.query("SELECT 'still serving'"), "still serving");
+
+    // The next `up` starts its own gateway beside it and retires the old one.
+    let log = gw.dir.path().join("up2.log");
+    let mut cmd = Command::new(support::sluice_bin());
+    scrub_env(&mut cmd);
+    cmd.arg("up")
+        .arg("--config")
+        .arg(&gw.deployment.config)
+        .env("SLUICE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let mut second = Proc::spawn("second sluice up", &mut cmd, Some(log));
+    let deadline = Instant::now() + MINUTE;
+    while alive(old_gateway) {
+        assert!(
+            Instant::now() < deadline,
+            "the old gateway was not retired; log:\n{}",
+            second.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new = gateway_children(second.pid());
+    assert_eq!(new.len(), 1, "the new up runs one gateway: {new:?}");
+    let _guard2 = support::KillOnDrop(new.clone());
+    assert_eq!(gw.query("SELECT 'new gateway'"), "new gateway");
+    assert!(
+        second.log_text().contains("retiring the gateway"),
+        "{}",
+        second.log_text()
+    );
+
+    second.signal("TERM");
+    let status = second.wait_timeout(Duration::from_secs(45));
+    assert!(status.success(), "second up exit {status}");
+    assert!(!alive(new[0]), "the new gateway stopped with its up");
 }

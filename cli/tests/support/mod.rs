@@ -74,6 +74,11 @@ impl Proc {
         self.child.as_mut().expect("child already reaped")
     }
 
+    /// Whether the process was already waited for.
+    pub fn is_reaped(&self) -> bool {
+        self.child.is_none()
+    }
+
     /// Whatever the process wrote to its log file so far.
     pub fn log_text(&self) -> String {
         match &self.log {
@@ -292,6 +297,34 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     /// The backend.
     pub cluster: PgCluster,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // `sluice up` leaves its gateway running if it is killed outright (fail-static), so
+        // stop it the way an operator would: SIGTERM, and wait for the gateway to drain.
+        if !self.proc.is_reaped() && self.proc.try_wait().is_none() {
+            self.proc.signal("TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.proc.try_wait().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // `proc` drops next (killed if it is somehow still there), then the cluster.
+    }
+}
+
+/// Kills the given processes when dropped: for gateways a test orphaned on purpose.
+pub struct KillOnDrop(pub Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 impl Gateway {
