@@ -8,11 +8,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::Output;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,6 +19,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
+use sluice_pgharness::http::DocumentServer;
 
 use support::{run, run_ok, Gateway, Options};
 
@@ -143,63 +141,9 @@ fn unsigned_token(claims: &Value) -> String {
     format!("{header}.{payload}.")
 }
 
-/// The JWKS endpoint: serves the current document at `/jwks`, counts requests. The test
-/// changes `doc` to rotate keys.
-struct JwksServer {
-    uri: String,
-    doc: Arc<Mutex<String>>,
-    requests: Arc<AtomicU64>,
-}
-
-impl JwksServer {
-    fn start(doc: String) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let uri = format!("http://{}/jwks", listener.local_addr().expect("addr"));
-        let doc = Arc::new(Mutex::new(doc));
-        let requests = Arc::new(AtomicU64::new(0));
-        let (served, counted) = (doc.clone(), requests.clone());
-        // Serves until the test process exits.
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut line = String::new();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) if line == "\r\n" || line == "\n" => break,
-                        Ok(_) => {}
-                    }
-                }
-                counted.fetch_add(1, Ordering::SeqCst);
-                let (status, body) = if request_line.starts_with("GET /jwks ") {
-                    ("200 OK", served.lock().expect("doc").clone())
-                } else {
-                    ("404 Not Found", String::new())
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.flush();
-            }
-        });
-        JwksServer { uri, doc, requests }
-    }
-
-    fn publish(&self, doc: String) {
-        *self.doc.lock().expect("doc") = doc;
-    }
-
-    fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
+/// The JWKS endpoint (the test changes its document to rotate keys).
+fn jwks_server(doc: String) -> DocumentServer {
+    DocumentServer::start("/jwks", doc).expect("start the JWKS endpoint")
 }
 
 /// The JWKS endpoint's URI, for [`add_issuer`] (a plain `fn`, so it cannot capture it).
@@ -312,8 +256,8 @@ fn oidc_tokens_open_sessions_forgeries_are_refused_and_keys_rotate_without_resta
     let impostor = IdpKey::rsa("k1", &other_rsa);
     let k2 = IdpKey::p256("k2");
 
-    let idp = JwksServer::start(jwks_doc(&[&k1]));
-    JWKS_URI.set(idp.uri.clone()).expect("set once");
+    let idp = jwks_server(jwks_doc(&[&k1]));
+    JWKS_URI.set(idp.uri().to_owned()).expect("set once");
     let mut gw = Gateway::start(Options {
         edit_config: Some(add_issuer),
         ..Options::default()

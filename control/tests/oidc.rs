@@ -2,10 +2,7 @@
 //! loopback that can rotate its key set, and every refusal path.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,6 +15,7 @@ use serde_json::{json, Value};
 use sluice_control::oidc::{
     verify_with_refresh, IssuerConfig, Jwks, JwksCache, OidcError, OidcVerifier, SigningAlgorithm,
 };
+use sluice_pgharness::http::DocumentServer;
 
 const ISSUER: &str = "https://idp.test/realms/prod";
 const AUDIENCE: &str = "sluice-gateway";
@@ -152,61 +150,8 @@ fn refuse(v: &OidcVerifier, token: &str) -> OidcError {
 
 // ---------- a JWKS endpoint on loopback ----------
 
-struct JwksServer {
-    uri: String,
-    doc: Arc<Mutex<String>>,
-    requests: Arc<AtomicU64>,
-}
-
-impl JwksServer {
-    fn start(doc: String) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let uri = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
-        let doc = Arc::new(Mutex::new(doc));
-        let requests = Arc::new(AtomicU64::new(0));
-        let (d, r) = (doc.clone(), requests.clone());
-        // Serves until the test process exits; it only answers what the test sends.
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut line = String::new();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) if line == "\r\n" || line == "\n" => break,
-                        Ok(_) => {}
-                    }
-                }
-                r.fetch_add(1, Ordering::SeqCst);
-                let (status, body) = if request_line.starts_with("GET /jwks.json ") {
-                    ("200 OK", d.lock().expect("doc").clone())
-                } else {
-                    ("404 Not Found", String::new())
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.flush();
-            }
-        });
-        JwksServer { uri, doc, requests }
-    }
-
-    fn publish(&self, doc: String) {
-        *self.doc.lock().expect("doc") = doc;
-    }
-
-    fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
+fn jwks_server(doc: String) -> DocumentServer {
+    DocumentServer::start("/jwks.json", doc).expect("start the JWKS endpoint")
 }
 
 // ---------- tests ----------
@@ -523,9 +468,9 @@ fn an_hmac_key_in_the_jwks_is_never_used() {
 #[test]
 fn rotation_is_picked_up_over_http_and_refetches_are_rate_limited() {
     let old = ec_key("2024-key");
-    let server = JwksServer::start(jwks_doc(&[&old]));
+    let server = jwks_server(jwks_doc(&[&old]));
     let mut c = config();
-    c.jwks_uri = Some(server.uri.clone());
+    c.jwks_uri = Some(server.uri().to_owned());
     c.min_refresh_interval_secs = 60;
     let cache = JwksCache::new(c).expect("cache");
 
@@ -591,7 +536,7 @@ fn rotation_is_picked_up_over_http_and_refetches_are_rate_limited() {
 #[test]
 fn an_unreachable_idp_is_reported_and_keeps_the_old_keys() {
     // Bind then drop: nothing listens on this loopback port any more.
-    let port = TcpListener::bind("127.0.0.1:0")
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")

@@ -6,7 +6,9 @@
 //! directory of its own (a fresh temporary directory by default), configures
 //! it for speed (`fsync=off`, …), starts it with `pg_ctl`, and tears it down
 //! again on [`Drop`]. [`demo::seed_shop`] fills a cluster with the synthetic
-//! `shop` database the demo and masking tests use.
+//! `shop` database the demo and masking tests use. [`http::DocumentServer`] is a
+//! loopback HTTP endpoint serving one replaceable JSON document (an identity provider's
+//! JWKS in the OIDC tests).
 //!
 //! # What it must never do
 //!
@@ -50,6 +52,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod demo;
+pub mod http;
 mod sys;
 mod watchdog;
 
