@@ -173,3 +173,46 @@ fn grants_and_revocations_survive_a_restart_and_reach_subscribers() {
     let status = admin(dir.path(), AdminRequest::Status).expect("status");
     assert!(status["generation"].as_u64().expect("generation") >= 1);
 }
+
+#[test]
+fn garbage_on_the_admin_socket_gets_an_error_and_control_keeps_serving() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, CONFIG).expect("write config");
+    let _control = Control::start(&config).expect("start");
+    let socket = paths::admin_socket(&dir.path().join("state"));
+    let ask = |bytes: &[u8]| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        // A client may vanish half-way; the write may fail for the oversized case.
+        let _ = stream.write_all(bytes);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        let _ = BufReader::new(stream).read_line(&mut answer);
+        answer
+    };
+    for bad in [
+        &b"not json\n"[..],
+        b"{\"op\":\"drop_everything\"}\n",
+        b"{\"op\":\"grant\"}\n",
+        b"\xff\xfe\n",
+    ] {
+        let answer: Value = serde_json::from_str(&ask(bad)).expect("a JSON answer");
+        assert_eq!(answer["ok"], false, "{answer}");
+        let error = answer["error"].as_str().expect("error");
+        assert!(
+            error.contains("not an admin request") || error.contains("reading the request"),
+            "{error}"
+        );
+    }
+    let huge = vec![b'x'; 2 << 20];
+    let answer = ask(&huge);
+    assert!(
+        answer.is_empty() || answer.contains("\"ok\":false"),
+        "{answer}"
+    );
+    // A client that connects and says nothing, then one that goes away at once.
+    drop(std::os::unix::net::UnixStream::connect(&socket).expect("connect"));
+    let status = admin(dir.path(), AdminRequest::Status).expect("still serving");
+    assert!(status["generation"].as_u64().is_some());
+}
