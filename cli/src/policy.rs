@@ -28,6 +28,10 @@ pub enum PolicyCommand {
     /// Prints every rule considered, the grants and the verdict. Works offline from the
     /// config file; when control's admin socket answers, its live grants are included too.
     /// Revocations are not available through the admin API, so none are considered.
+    ///
+    /// With --query, also classifies the SQL and prints, for each statement, its class,
+    /// flags, tables, functions and fingerprint, every statement rule considered and the
+    /// verdict.
     Explain {
         /// The user (token subject).
         #[arg(long)]
@@ -38,7 +42,11 @@ pub enum PolicyCommand {
         /// The resource.
         #[arg(long)]
         resource: String,
-        /// Print the explanation as JSON.
+        /// A query string to judge as this user would send it on the resource (read with
+        /// standard_conforming_strings on).
+        #[arg(long)]
+        query: Option<String>,
+        /// Print the explanation as JSON (with --query: `{"session": ..., "statements": ...}`).
         #[arg(long)]
         json: bool,
     },
@@ -58,20 +66,26 @@ pub fn run(config: &Path, command: PolicyCommand) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Check { json } => {
             let (file, policy) = load(config)?;
-            eprintln!(
-                "{}: valid ({} rule{}, resources: {})",
-                config.display(),
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            let (rules, statements) = (
                 policy.config().rules.len(),
-                if policy.config().rules.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
+                policy.config().statements.len(),
+            );
+            eprintln!(
+                "{}: valid ({rules} rule{}, {statements} statement rule{}, resources: {})",
+                config.display(),
+                plural(rules),
+                plural(statements),
                 match file.resource_names() {
                     names if names.is_empty() => "none".to_owned(),
                     names => names.join(", "),
                 }
             );
+            if statements == 0 && rules > 0 {
+                eprintln!(
+                    "warning: no [[policy.statements]] rules: every statement is denied, even in sessions the rules allow"
+                );
+            }
             let summary = policy.summary();
             if json {
                 print_json(&serde_json::to_value(&summary)?)
@@ -83,6 +97,7 @@ pub fn run(config: &Path, command: PolicyCommand) -> anyhow::Result<()> {
             user,
             groups,
             resource,
+            query,
             json,
         } => {
             let (file, policy) = load(config)?;
@@ -101,10 +116,24 @@ pub fn run(config: &Path, command: PolicyCommand) -> anyhow::Result<()> {
                 groups: &groups,
             };
             let explanation = policy.explain(&subject, &resource, now, now, &grants, &revocations);
+            let Some(query) = query else {
+                return if json {
+                    print_json(&serde_json::to_value(&explanation)?)
+                } else {
+                    print(&explanation.to_string())
+                };
+            };
+            let classification =
+                sluice_classify::Classifier::new(0).classify(query.as_bytes(), true);
+            let statements =
+                policy.explain_statements(&subject, &resource, &classification, query.as_bytes());
             if json {
-                print_json(&serde_json::to_value(&explanation)?)
+                let mut both = serde_json::Map::new();
+                both.insert("session".into(), serde_json::to_value(&explanation)?);
+                both.insert("statements".into(), serde_json::to_value(&statements)?);
+                print_json(&serde_json::Value::Object(both))
             } else {
-                print(&explanation.to_string())
+                print(&format!("{explanation}\n\n{statements}"))
             }
         }
     }

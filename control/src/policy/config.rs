@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The `[policy]` section: rules saying who may open sessions on which resources.
+/// The `[policy]` section: rules saying who may open sessions on which resources, and
+/// which statements they may run there.
 ///
 /// The default (no rules) denies everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,24 @@ pub struct PolicyConfig {
     /// documentation says so.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Globs (`*`, `?`) naming the functions whose call sets a statement's
+    /// `dangerous_function` flag, matched like [`StatementRuleConfig::functions`]. When
+    /// absent, [`DEFAULT_DANGEROUS_FUNCTIONS`](super::DEFAULT_DANGEROUS_FUNCTIONS); when
+    /// present, it replaces that list entirely (`[]` means no function is dangerous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dangerous_functions: Option<Vec<String>>,
+    /// Whether audit events keep the statement text with its literal values. Default
+    /// `false`: they keep the normalized text, with every literal replaced by a placeholder.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub audit_literals: bool,
+    /// The statement rules (`[[policy.statements]]`), in file order: the first that matches
+    /// a statement decides it; a statement no rule matches is denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<StatementRuleConfig>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One `[[policy.rules]]` entry: who (groups or users), on what (resources), how
@@ -80,16 +99,80 @@ pub struct RuleConfig {
     pub hours: Option<HoursConfig>,
 }
 
-/// What a rule does for the principals and resources it matches.
+/// One `[[policy.statements]]` entry: who (groups or users), where (resources), which
+/// statements (every criterion present must match; each is "any of") and what happens to
+/// them (allow / deny / request).
+///
+/// Absent criteria match every statement, except that `classes` absent means `["*"]`:
+/// every class but `unknown` and `copy_program`, which only a rule naming them matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementRuleConfig {
+    /// Unique (among statement rules), non-empty name; it appears in denial messages,
+    /// approval requests, audit records and `sluice policy explain`.
+    #[serde(default)]
+    pub name: String,
+    /// The rule applies to members of any of these groups (from the token's groups claim).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// ... or to any of these users (token subjects). At least one of `groups` and
+    /// `users` must be non-empty.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Resource names the rule covers, or `"*"` for every resource. Must not be empty.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Statement classes (`read`, `write`, `ddl`, `dcl`, `admin`, `transaction`,
+    /// `session`, `copy_in`, `copy_out`, `copy_program`, `procedural`, `unknown`) the rule
+    /// matches; `"*"` stands for every class except `unknown` and `copy_program`. Absent
+    /// means `["*"]`. Only `deny` rules may name `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// The statement has any of these flags (`no_where`, `row_lock`, `server_file`,
+    /// `dangerous_function`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<Vec<String>>,
+    /// Globs (`*` any run of characters, `?` one character; ASCII case-insensitive) of
+    /// which any must match a table the statement touches. A glob without a dot matches
+    /// the table's name (`orders` matches `orders` and `public.orders`); a glob with
+    /// dots matches as many trailing parts of the name (`public.orders` matches
+    /// `public.orders` but not an unqualified `orders`, whose schema depends on the
+    /// session's `search_path`: write deny rules without the schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
+    /// Globs, matched like `tables`, of which any must match a function the statement
+    /// calls (`pg_sleep` matches `pg_sleep` and `pg_catalog.pg_sleep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<String>>,
+    /// Query-string fingerprints (16 hex digits, as `sluice policy explain --query`
+    /// prints them) of which any must be the statement's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprints: Option<Vec<String>>,
+    /// Literal substrings of which any must occur in the raw query text, ASCII
+    /// case-insensitively. A last resort for deny lists: comments, quoting and escapes
+    /// change the raw text without changing the statement, so prefer the other criteria.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patterns: Option<Vec<String>>,
+    /// What happens to matching statements: `allow` runs them, `deny` refuses them,
+    /// `request` holds each until one of `approvers` approves it.
+    pub access: Access,
+    /// For `access = "request"` (required, non-empty there; not allowed elsewhere): the
+    /// groups whose members may approve a held statement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+}
+
+/// What a rule does for the principals and resources (and, for statement rules, the
+/// statements) it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
-    /// Sessions are allowed (within `hours`, if set).
+    /// Sessions are allowed (within `hours`, if set); a statement runs.
     Allow,
-    /// Sessions are refused, whatever other rules or grants say.
+    /// Sessions are refused, whatever other rules or grants say; a statement is refused.
     Deny,
     /// Sessions are allowed only with a just-in-time grant made by one of the rule's
-    /// `approvers`.
+    /// `approvers`; a statement is held until one of them approves it.
     Request,
 }
 

@@ -1,5 +1,6 @@
-//! Access policy: the `[policy]` section of `sluice.toml` and the pure decision "may this
-//! principal open (or keep) a session on this resource now, and under what terms".
+//! Access policy: the `[policy]` section of `sluice.toml` and the pure decisions "may this
+//! principal open (or keep) a session on this resource now, and under what terms" and "may
+//! this statement run in that session, be refused, or wait for an approver".
 //!
 //! Nothing here does I/O or reads the clock: the caller passes `now_ms` (milliseconds since
 //! the Unix epoch, UTC) and the live grants and revocations, so control and the proxy reach
@@ -21,6 +22,25 @@
 //! max_session = "8h"                # sessions let in by this rule end after this long
 //! masking = "pii"                   # masking profile for those sessions
 //! hours = { days = ["mon","tue","wed","thu","fri"], from = "08:00", to = "18:00", utc_offset = "+02:00" }
+//!
+//! # Functions whose call sets the `dangerous_function` flag (globs). Absent: the default
+//! # list (DEFAULT_DANGEROUS_FUNCTIONS); present, it replaces that list.
+//! dangerous_functions = ["pg_read_file", "pg_ls_*", "dblink*"]
+//! audit_literals = false            # audit events keep normalized text (no literal values)
+//!
+//! [[policy.statements]]
+//! name = "support-read-only"        # required, unique among statement rules
+//! groups = ["support"]              # who, as for [[policy.rules]]
+//! users = []
+//! resources = ["*"]                 # where: resource names, or "*"
+//! classes = ["read", "transaction", "session"]  # "*" = all but unknown and copy_program
+//! flags = ["no_where"]              # any of: no_where, row_lock, server_file, dangerous_function
+//! tables = ["public.orders", "secret_*"]        # globs; any table of the statement
+//! functions = ["pg_sleep"]          # globs; any function it calls
+//! fingerprints = ["9f2c0a1b3d4e5f60"]           # its query string's fingerprint
+//! patterns = ["pg_sleep("]          # substrings of the raw text, ASCII case-insensitive
+//! access = "allow"                  # allow | deny | request
+//! approvers = ["dba"]               # request only (and required there): who approves
 //! ```
 //!
 //! `access = "request"` rules need `approvers` and may set `max_grant`; `hours` applies to
@@ -60,15 +80,49 @@
 //! reason, and a hint saying how to get access; the proxy sends them as the error's message
 //! and `HINT`.
 //!
+//! # Statements
+//!
+//! Once a session is open, each statement the client sends is classified
+//! (`sluice_classify`: a [`Class`](sluice_classify::Class) such as `read` or `ddl`, flags,
+//! tables, functions, a fingerprint) and judged by the `[[policy.statements]]` rules. At
+//! session start (and whenever the snapshot changes) [`Policy::statement_rules`] picks the
+//! rules that name the principal (user, or one of their groups) and cover the resource;
+//! [`SessionStatementRules::decide`] then judges each statement:
+//!
+//! 1. The **first matching rule**, in file order, decides: `allow` runs the statement,
+//!    `deny` refuses it, `request` holds it until one of the rule's `approvers` approves it.
+//!    A rule matches when every criterion it sets (`classes`, `flags`, `tables`,
+//!    `functions`, `fingerprints`, `patterns`) matches, each being "any of". Put narrow
+//!    `deny` rules before broad `allow` rules.
+//! 2. **No rule**: the statement is denied, with a message naming the user, the class, the
+//!    command and the resource, and a hint to ask for a rule.
+//!
+//! `classes = ["*"]`, like leaving `classes` out, means every class except `unknown` and
+//! `copy_program`: a rule must name those. Only `deny` rules may name `unknown`, so a
+//! statement Sluice cannot classify is never run or held; it is denied with the reason
+//! (usually the parse error). The `dangerous_function` flag is set here, not by the
+//! classifier, from the statement's functions and `dangerous_functions`
+//! ([`DEFAULT_DANGEROUS_FUNCTIONS`] when absent). A query string holding several statements
+//! is judged as a whole ([`SessionStatementRules::decide_all`]): one denied statement
+//! refuses all of it, since PostgreSQL runs it as one implicit transaction; otherwise one
+//! held statement holds all of it.
+//!
+//! Statement rules apply on top of the session decision above, never instead of it: a
+//! grant or an allow rule lets a principal connect, and with no `[[policy.statements]]`
+//! rule naming them every statement they send is denied.
+//!
 //! [`Policy::explain`] gives the same decision with a trace of every rule, grant and
-//! revocation considered (`sluice policy explain`), and [`Policy::summary`] lists what each
-//! group and user named in the policy may do (`sluice policy check`).
+//! revocation considered (`sluice policy explain`), and [`Policy::explain_statements`] does
+//! the same for each statement of a query string (`sluice policy explain --query`).
+//! [`Policy::summary`] lists what each group and user named in the policy may do, sessions
+//! and statements (`sluice policy check`).
 
 #![deny(missing_docs)]
 
 mod config;
 mod explain;
 mod hours;
+mod statements;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -76,6 +130,7 @@ mod tests;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -83,11 +138,22 @@ use serde::Serialize;
 use crate::state::{Grant, Revocation};
 use config::opt_duration;
 use hours::{Hours, Window};
+use statements::{DangerList, StatementRule};
 
-pub use config::{Access, HoursConfig, PolicyConfig, RuleConfig};
-pub use explain::{Explanation, GrantState, GrantTrace, RevocationTrace, RuleMatch, RuleTrace};
+pub use config::{Access, HoursConfig, PolicyConfig, RuleConfig, StatementRuleConfig};
+pub use explain::{
+    Explanation, GrantState, GrantTrace, RevocationTrace, RuleMatch, RuleTrace,
+    StatementExplanation, StatementRuleMatch, StatementRuleTrace, StatementTrace,
+};
 pub use hours::format_utc;
-pub use summary::{render_summary, PrincipalKind, PrincipalSummary, SummaryApproval, SummaryEntry};
+pub use statements::{
+    Criterion, SessionStatementRules, StatementAccess, StatementDecision,
+    DEFAULT_DANGEROUS_FUNCTIONS,
+};
+pub use summary::{
+    render_summary, PrincipalKind, PrincipalSummary, StatementSummaryEntry, SummaryApproval,
+    SummaryEntry,
+};
 
 /// Longest just-in-time grant when neither the request rule nor the policy says (8 hours).
 pub const DEFAULT_MAX_GRANT: Duration = Duration::from_secs(8 * 3600);
@@ -217,6 +283,12 @@ pub struct Policy {
     by_resource: HashMap<String, Vec<usize>>,
     /// Indices of the `"*"` rules, for resources no rule names.
     wildcard: Vec<usize>,
+    /// Compiled statement rules, index-aligned with `config.statements`.
+    statements: Vec<Arc<StatementRule>>,
+    /// The compiled `dangerous_functions` (or the default list).
+    danger: Arc<DangerList>,
+    /// The empty approver list shared by every non-request statement decision.
+    no_approvers: Arc<[String]>,
 }
 
 impl Default for Policy {
@@ -227,6 +299,9 @@ impl Default for Policy {
             hours: Vec::new(),
             by_resource: HashMap::new(),
             wildcard: Vec::new(),
+            statements: Vec::new(),
+            danger: Arc::new(DangerList::default_list()),
+            no_approvers: Arc::from(Vec::new()),
         }
     }
 }
@@ -289,6 +364,11 @@ impl Policy {
                     .and_then(|h| Hours::compile(h, &who, &mut errors)),
             );
         }
+        let danger = match &config.dangerous_functions {
+            Some(list) => DangerList::compile(list, &mut errors),
+            None => DangerList::default_list(),
+        };
+        let statements = compile_statements(config, known_resources, &known, &mut errors);
         if !errors.is_empty() {
             return Err(PolicyErrors { errors });
         }
@@ -317,6 +397,9 @@ impl Policy {
             hours,
             by_resource,
             wildcard,
+            statements,
+            danger: Arc::new(danger),
+            no_approvers: Arc::from(Vec::new()),
         })
     }
 
@@ -580,6 +663,55 @@ impl Policy {
         out
     }
 
+    /// The statement rules that can apply to `subject` on `resource` (they name the user
+    /// or a group of theirs, and cover the resource), in file order, ready for
+    /// [`SessionStatementRules::decide`]. Taken at session start and again whenever the
+    /// snapshot changes.
+    pub fn statement_rules(&self, subject: &Subject<'_>, resource: &str) -> SessionStatementRules {
+        let rules: Vec<Arc<StatementRule>> = self
+            .statements
+            .iter()
+            .filter(|r| {
+                let c = &self.config.statements[r.index];
+                names_subject(&c.users, &c.groups, subject)
+                    && names_resource(&c.resources, resource)
+            })
+            .cloned()
+            .collect();
+        SessionStatementRules {
+            rules: rules.into(),
+            danger: Arc::clone(&self.danger),
+            user: Arc::from(subject.user),
+            groups: Arc::from(subject.groups),
+            resource: Arc::from(resource),
+            no_approvers: Arc::clone(&self.no_approvers),
+        }
+    }
+
+    /// The approver groups of the `access = "request"` statement rule named `rule`, or
+    /// `None` when there is no such rule.
+    pub fn statement_rule_approvers(&self, rule: &str) -> Option<&[String]> {
+        self.statements
+            .iter()
+            .find(|r| &*r.name == rule && r.access == Access::Request)
+            .map(|r| &*r.approvers)
+    }
+
+    /// Whether audit events keep statement literals (`audit_literals`); when not, they
+    /// keep the normalized text.
+    pub fn audit_literals(&self) -> bool {
+        self.config.audit_literals
+    }
+
+    /// The functions (as globs) whose call sets the `dangerous_function` flag: the policy's
+    /// `dangerous_functions`, or [`DEFAULT_DANGEROUS_FUNCTIONS`].
+    pub fn dangerous_functions(&self) -> Vec<&str> {
+        match &self.config.dangerous_functions {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => DEFAULT_DANGEROUS_FUNCTIONS.to_vec(),
+        }
+    }
+
     /// The longest just-in-time grant `subject` may get on `resource`: the first matching
     /// `request` rule's `max_grant`, else the policy's `default_max_grant`, else
     /// [`DEFAULT_MAX_GRANT`] (8 hours).
@@ -602,33 +734,13 @@ fn check_rule(
     known: &str,
     errors: &mut Vec<String>,
 ) {
-    if rule.groups.is_empty() && rule.users.is_empty() {
-        errors.push(format!(
-            "{who}: groups, users: both are empty; name at least one group or user the rule applies to"
-        ));
-    }
-    for (field, list) in [
-        ("groups", &rule.groups),
-        ("users", &rule.users),
-        ("approvers", &rule.approvers),
-        ("resources", &rule.resources),
-    ] {
-        if list.iter().any(|s| s.trim().is_empty()) {
-            errors.push(format!("{who}: {field}: contains an empty name"));
-        }
-    }
-    if rule.resources.is_empty() {
-        errors.push(format!(
-            "{who}: resources: is empty; list resource names, or \"*\" for every resource"
-        ));
-    }
-    for r in &rule.resources {
-        if r != "*" && !r.trim().is_empty() && !known_resources.contains(&r.as_str()) {
-            errors.push(format!(
-                "{who}: resources: {r:?} is not a configured resource ({known})"
-            ));
-        }
-    }
+    check_who_where(
+        [&rule.groups, &rule.users, &rule.approvers, &rule.resources],
+        who,
+        known_resources,
+        known,
+        errors,
+    );
     if rule.access == Access::Request && rule.approvers.is_empty() {
         errors.push(format!(
             "{who}: approvers: is empty; a rule with access = \"request\" needs the groups who approve requests"
@@ -671,18 +783,108 @@ fn check_rule(
     }
 }
 
-/// Whether the rule names the user or one of their groups.
-fn subject_matches(rule: &RuleConfig, subject: &Subject<'_>) -> bool {
-    rule.users.iter().any(|u| u == subject.user)
-        || rule
-            .groups
+/// The checks every kind of rule shares: someone named, no empty names, resources named
+/// and configured. `lists` are the rule's groups, users, approvers and resources.
+fn check_who_where(
+    lists: [&Vec<String>; 4],
+    who: &str,
+    known_resources: &[&str],
+    known: &str,
+    errors: &mut Vec<String>,
+) {
+    let [groups, users, _, resources] = lists;
+    if groups.is_empty() && users.is_empty() {
+        errors.push(format!(
+            "{who}: groups, users: both are empty; name at least one group or user the rule applies to"
+        ));
+    }
+    for (field, list) in ["groups", "users", "approvers", "resources"]
+        .into_iter()
+        .zip(lists)
+    {
+        if list.iter().any(|s| s.trim().is_empty()) {
+            errors.push(format!("{who}: {field}: contains an empty name"));
+        }
+    }
+    if resources.is_empty() {
+        errors.push(format!(
+            "{who}: resources: is empty; list resource names, or \"*\" for every resource"
+        ));
+    }
+    for r in resources {
+        if r != "*" && !r.trim().is_empty() && !known_resources.contains(&r.as_str()) {
+            errors.push(format!(
+                "{who}: resources: {r:?} is not a configured resource ({known})"
+            ));
+        }
+    }
+}
+
+/// Checks and compiles every `[[policy.statements]]` entry, in file order.
+fn compile_statements(
+    config: &PolicyConfig,
+    known_resources: &[&str],
+    known: &str,
+    errors: &mut Vec<String>,
+) -> Vec<Arc<StatementRule>> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(config.statements.len());
+    for (i, rule) in config.statements.iter().enumerate() {
+        let who = if rule.name.is_empty() {
+            format!("statement rule #{} (unnamed)", i + 1)
+        } else {
+            format!("statement rule {:?}", rule.name)
+        };
+        if rule.name.trim().is_empty() {
+            errors.push(format!(
+                "{who}: name: is empty; every statement rule needs a unique name"
+            ));
+        } else {
+            match names.entry(&rule.name) {
+                Entry::Occupied(first) => errors.push(format!(
+                    "{who}: name: also used by statement rule #{}; names must be unique",
+                    first.get() + 1
+                )),
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+            }
+        }
+        check_who_where(
+            [&rule.groups, &rule.users, &rule.approvers, &rule.resources],
+            &who,
+            known_resources,
+            known,
+            errors,
+        );
+        if let Some(compiled) = StatementRule::compile(rule, i, &who, errors) {
+            out.push(Arc::new(compiled));
+        }
+    }
+    out
+}
+
+/// Whether `users` names the user or `groups` one of their groups.
+fn names_subject(users: &[String], groups: &[String], subject: &Subject<'_>) -> bool {
+    users.iter().any(|u| u == subject.user)
+        || groups
             .iter()
             .any(|g| subject.groups.iter().any(|sg| sg == g))
 }
 
+/// Whether the rule names the user or one of their groups.
+fn subject_matches(rule: &RuleConfig, subject: &Subject<'_>) -> bool {
+    names_subject(&rule.users, &rule.groups, subject)
+}
+
+/// Whether `resources` covers the resource by name or with `"*"`.
+fn names_resource(resources: &[String], resource: &str) -> bool {
+    resources.iter().any(|r| r == "*" || r == resource)
+}
+
 /// Whether the rule covers the resource by name or with `"*"`.
 fn covers_resource(rule: &RuleConfig, resource: &str) -> bool {
-    rule.resources.iter().any(|r| r == "*" || r == resource)
+    names_resource(&rule.resources, resource)
 }
 
 /// The active grant for (user, resource) that lasts longest, if any.

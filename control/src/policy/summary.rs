@@ -31,6 +31,45 @@ pub struct PrincipalSummary {
     /// Resources it may approve requests for and grant access to (it is among the rule's
     /// `approvers`), in file order.
     pub approves: Vec<SummaryApproval>,
+    /// One entry per (statement rule naming it, resource of that rule), in file order.
+    pub statements: Vec<StatementSummaryEntry>,
+    /// Resources on which it may approve held statements (it is among a `request`
+    /// statement rule's `approvers`), in file order.
+    pub approves_statements: Vec<SummaryApproval>,
+}
+
+/// What one statement rule says about a principal's statements on a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementSummaryEntry {
+    /// Resource name, or `*` for every resource.
+    pub resource: String,
+    /// What the rule does.
+    pub access: Access,
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's classes as written; `["*"]` when it sets none.
+    pub classes: Vec<String>,
+    /// The rule's other criteria as written (`flags no_where`, `tables secret_*`, ...).
+    pub criteria: Vec<String>,
+    /// For `request` rules: who approves.
+    pub approvers: Vec<String>,
+}
+
+impl StatementSummaryEntry {
+    /// `request ddl (rule "eng-hold", approvers dba)`.
+    fn describe(&self) -> String {
+        let mut s = format!("{} {}", self.access, self.classes.join(", "));
+        for c in &self.criteria {
+            s.push_str(" with ");
+            s.push_str(c);
+        }
+        s.push_str(&format!(" (rule {:?}", self.rule));
+        if !self.approvers.is_empty() {
+            s.push_str(&format!(", approvers {}", self.approvers.join(", ")));
+        }
+        s.push(')');
+        s
+    }
 }
 
 /// One resource a rule gives (or refuses) a principal.
@@ -91,18 +130,56 @@ impl Policy {
                 let summary = out
                     .entry((PrincipalKind::Group, group))
                     .or_insert_with(|| PrincipalSummary::new(PrincipalKind::Group, group));
+                add_approvals(&mut summary.approves, &rule.resources, &rule.name);
+            }
+        }
+        for rule in &self.config.statements {
+            let classes = rule.classes.clone().unwrap_or_else(|| vec!["*".to_owned()]);
+            let mut criteria = Vec::new();
+            for (field, list) in [
+                ("flags", &rule.flags),
+                ("tables", &rule.tables),
+                ("functions", &rule.functions),
+                ("fingerprints", &rule.fingerprints),
+            ] {
+                if let Some(list) = list {
+                    criteria.push(format!("{field} {}", list.join(", ")));
+                }
+            }
+            if let Some(list) = &rule.patterns {
+                let quoted: Vec<String> = list.iter().map(|p| format!("{p:?}")).collect();
+                criteria.push(format!("patterns {}", quoted.join(", ")));
+            }
+            let who = rule
+                .groups
+                .iter()
+                .map(|g| (PrincipalKind::Group, g.as_str()))
+                .chain(rule.users.iter().map(|u| (PrincipalKind::User, u.as_str())));
+            for (kind, name) in who {
+                let summary = out
+                    .entry((kind, name))
+                    .or_insert_with(|| PrincipalSummary::new(kind, name));
                 for resource in &rule.resources {
-                    let approval = SummaryApproval {
+                    summary.statements.push(StatementSummaryEntry {
                         resource: resource.clone(),
+                        access: rule.access,
                         rule: rule.name.clone(),
-                    };
-                    if !summary
-                        .approves
-                        .iter()
-                        .any(|a| a.resource == approval.resource)
-                    {
-                        summary.approves.push(approval);
-                    }
+                        classes: classes.clone(),
+                        criteria: criteria.clone(),
+                        approvers: rule.approvers.clone(),
+                    });
+                }
+            }
+            if rule.access == Access::Request {
+                for group in &rule.approvers {
+                    let summary = out
+                        .entry((PrincipalKind::Group, group))
+                        .or_insert_with(|| PrincipalSummary::new(PrincipalKind::Group, group));
+                    add_approvals(
+                        &mut summary.approves_statements,
+                        &rule.resources,
+                        &rule.name,
+                    );
                 }
             }
         }
@@ -117,8 +194,37 @@ impl PrincipalSummary {
             name: name.to_owned(),
             entries: Vec::new(),
             approves: Vec::new(),
+            statements: Vec::new(),
+            approves_statements: Vec::new(),
         }
     }
+}
+
+/// Adds one approval per resource not yet listed.
+fn add_approvals(list: &mut Vec<SummaryApproval>, resources: &[String], rule: &str) {
+    for resource in resources {
+        if !list.iter().any(|a| &a.resource == resource) {
+            list.push(SummaryApproval {
+                resource: resource.clone(),
+                rule: rule.to_owned(),
+            });
+        }
+    }
+}
+
+fn resource_label(resource: &str) -> &str {
+    if resource == "*" {
+        "* (every resource)"
+    } else {
+        resource
+    }
+}
+
+fn approvals(list: &[SummaryApproval]) -> String {
+    list.iter()
+        .map(|a| format!("{} (rule {:?})", a.resource, a.rule))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for PrincipalSummary {
@@ -128,6 +234,8 @@ impl fmt::Display for PrincipalSummary {
     /// group analysts
     ///   allow   shop (rule "analysts-read-shop"; sessions end after 8h; hours mon-fri 08:00-18:00 UTC+02:00; masking "pii")
     ///   approves access to: billing (rule "billing-jit")
+    ///   statements on shop: allow read, transaction, session (rule "support-read-only"); request ddl (rule "eng-hold", approvers dba)
+    ///   approves statements on: shop (rule "eng-hold")
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
@@ -136,11 +244,7 @@ impl fmt::Display for PrincipalSummary {
         };
         writeln!(f, "{kind} {}", self.name)?;
         for e in &self.entries {
-            let resource = if e.resource == "*" {
-                "* (every resource)"
-            } else {
-                e.resource.as_str()
-            };
+            let resource = resource_label(&e.resource);
             write!(
                 f,
                 "  {:<7} {resource} (rule {:?}",
@@ -159,12 +263,42 @@ impl fmt::Display for PrincipalSummary {
             writeln!(f, ")")?;
         }
         if !self.approves.is_empty() {
-            let list: Vec<String> = self
-                .approves
+            writeln!(f, "  approves access to: {}", approvals(&self.approves))?;
+        }
+        // Statement rules, one line per resource, in the order resources first appear.
+        let mut resources: Vec<&str> = Vec::new();
+        for e in &self.statements {
+            if !resources.contains(&e.resource.as_str()) {
+                resources.push(&e.resource);
+            }
+        }
+        for resource in resources {
+            let said: Vec<String> = self
+                .statements
                 .iter()
-                .map(|a| format!("{} (rule {:?})", a.resource, a.rule))
+                .filter(|e| e.resource == resource)
+                .map(StatementSummaryEntry::describe)
                 .collect();
-            writeln!(f, "  approves access to: {}", list.join(", "))?;
+            writeln!(
+                f,
+                "  statements on {}: {}",
+                resource_label(resource),
+                said.join("; ")
+            )?;
+        }
+        let may_connect = self.entries.iter().any(|e| e.access != Access::Deny);
+        if self.statements.is_empty() && may_connect {
+            writeln!(
+                f,
+                "  statements: no statement rule names it (its statements are denied unless another statement rule that applies allows them)"
+            )?;
+        }
+        if !self.approves_statements.is_empty() {
+            writeln!(
+                f,
+                "  approves statements on: {}",
+                approvals(&self.approves_statements)
+            )?;
         }
         Ok(())
     }
