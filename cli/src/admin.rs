@@ -165,6 +165,7 @@ fn status_text(status: &Value) -> String {
         ("subscribers", "proxy subscribers"),
         ("grants", "grants"),
         ("pending_requests", "pending requests"),
+        ("pending_approvals", "pending approvals"),
         ("revocations", "revocations"),
         ("issuers", "token issuers"),
         ("config", "config"),
@@ -488,6 +489,14 @@ pub struct AuditArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Show the gateway's statement events (one per statement: who, what, the decision,
+    /// the rule, the outcome) instead of control's events. Read from the state directory;
+    /// control need not run.
+    #[arg(long)]
+    pub statements: bool,
+    /// Filters for --statements.
+    #[command(flatten)]
+    pub filter: crate::statement_audit::StatementFilter,
 }
 
 /// Prints the most recent audit events, oldest first.

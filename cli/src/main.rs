@@ -6,8 +6,8 @@
 //!
 //! Operations on a running control, over its admin socket (`state_dir/admin.sock`):
 //! `token`, `login --saml`, `keys rotate|list`, `reload`, `status`,
-//! `access request|approve|deny|list`, `grant`, `grants list`, `revoke`, `audit`. Offline,
-//! from the config file: `policy check|explain`.
+//! `access request|approve|deny|list`, `approvals list|approve|deny`, `grant`, `grants list`,
+//! `revoke`, `audit`. Offline, from the config file: `policy check|explain`.
 //!
 //! It owns argument parsing, logging set-up, signal handling, process supervision and
 //! output formatting, and nothing else: every behaviour lives in a library crate so it can
@@ -20,12 +20,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod admin;
+mod approvals;
 mod args;
 mod demo;
 mod output;
 mod policy;
 mod run;
 mod signals;
+mod statement_audit;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -109,6 +111,9 @@ enum Command {
     /// Just-in-time access requests: ask, approve, deny, list.
     #[command(subcommand)]
     Access(admin::AccessCommand),
+    /// Statements held for approval: list, approve, deny.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Grant a user access to a resource for a while (approvers only); prints the grant ID.
     Grant(admin::GrantArgs),
     /// Grants in force.
@@ -118,7 +123,8 @@ enum Command {
     ///
     /// Live sessions end, grants end, and tokens issued before now are refused.
     Revoke(admin::RevokeArgs),
-    /// The most recent audit events.
+    /// The most recent audit events: control's (access, grants, approvals, keys) or, with
+    /// --statements, the gateway's per-statement events.
     Audit(admin::AuditArgs),
 }
 
@@ -183,9 +189,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(f) => admin::status(&socket("status")?, f),
         Command::Policy(c) => policy::run(&config("policy")?, c),
         Command::Access(c) => admin::access(&socket("access")?, c),
+        Command::Approvals(c) => approvals::run(&socket("approvals")?, c),
         Command::Grant(a) => admin::grant(&socket("grant")?, a),
         Command::Grants(c) => admin::grants(&socket("grants")?, c),
         Command::Revoke(a) => admin::revoke(&socket("revoke")?, a),
+        Command::Audit(a) if a.statements => {
+            let file = sluice_control::config::ControlFile::load(&config("audit")?)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            statement_audit::statements(&file.state_dir(), &a.filter, a.limit, a.json)
+        }
         Command::Audit(a) => admin::audit(&socket("audit")?, a),
     }
 }

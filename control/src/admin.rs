@@ -4,8 +4,8 @@
 //!
 //! Who may call: whoever can open the socket is the local *operator* (file permissions are
 //! the authentication, the kernel tells control the caller's uid). Operations that need an
-//! approver (`grant`, `access approve/deny`) or a requester (`access request`) also carry a
-//! token, verified by control with the same rules as the proxy, and the token's subject is
+//! approver (`grant`, `access approve/deny`, `approvals approve/deny`) or a requester
+//! (`access request`) also carry a token, verified by control with the same rules as the proxy, and the token's subject is
 //! the actor recorded in the audit trail.
 
 use std::io::{BufRead, BufReader, Write};
@@ -14,6 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::state::ApprovalScope;
 
 /// One admin operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +94,41 @@ pub enum AdminRequest {
     },
     /// Access requests (pending first).
     AccessList,
+    /// Statements held for approval: the pending ones (oldest first), and with `all` also
+    /// those decided, withdrawn or expired recently (newest first, after the pending ones).
+    ApprovalsList {
+        /// Only those on this resource.
+        #[serde(default)]
+        resource: Option<String>,
+        /// Include those no longer pending.
+        #[serde(default)]
+        all: bool,
+    },
+    /// Approve a held statement (approver token: a member of one of the statement rule's
+    /// approver groups, never the requester). Decided once `approvals.min_approvals`
+    /// distinct approvers approved.
+    ApprovalsApprove {
+        /// The approver's token.
+        token: String,
+        /// Request ID.
+        id: String,
+        /// Why (optional; kept in the audit trail).
+        #[serde(default)]
+        reason: Option<String>,
+        /// This statement only, or every later statement with its fingerprint in the session.
+        #[serde(default)]
+        scope: ApprovalScope,
+    },
+    /// Refuse a held statement (approver token); one denial decides.
+    ApprovalsDeny {
+        /// The approver's token.
+        token: String,
+        /// Request ID.
+        id: String,
+        /// Why (optional; the requester sees it).
+        #[serde(default)]
+        reason: Option<String>,
+    },
     /// The most recent audit events.
     Audit {
         /// How many.

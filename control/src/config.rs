@@ -1,4 +1,5 @@
-//! Control's sections of `sluice.toml`: `[control]`, `[identity]` and `[policy]`.
+//! Control's sections of `sluice.toml`: `[control]`, `[identity]`, `[policy]` and
+//! `[approvals]`.
 //!
 //! The file is shared with the proxy, which owns `[listen]`, `[tls]`, `[limits]`,
 //! `[shutdown]` and the backend secrets in `[resources.*]`. Control reads only its own
@@ -49,6 +50,72 @@ impl Default for ControlSection {
         }
     }
 }
+
+/// `[approvals]`: statements held for approval (a `[[policy.statements]]` rule that says
+/// `request`): how long the proxy waits, how many approvers must agree, and where control
+/// announces each request.
+///
+/// The webhook only announces: an undeliverable webhook never blocks, approves or denies
+/// anything by itself; the request stays pending and can be decided with
+/// `sluice approvals approve|deny` until it expires.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// How long a held statement waits for a decision. A request nobody decides within this
+    /// time expires, and the proxy refuses the statement.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// How many *distinct* approvers must approve before the statement runs (the same
+    /// approver approving twice counts once; any one denial denies). At least 1. Taken when
+    /// the request is made: a reload does not change requests already pending.
+    pub min_approvals: u32,
+    /// Where control POSTs each new request and each decision, as JSON (`http://` or
+    /// `https://`). None: no webhook.
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA-256 key that signs each webhook body (header `X-Sluice-Signature:
+    /// sha256=<hex>`); required with `webhook_url`, at least 16 characters.
+    pub webhook_secret: Option<String>,
+    /// How many times a delivery that failed (connection error, timeout, or a 429 or 5xx
+    /// answer) is retried, waiting 1s, 2s, 4s … in between; then control logs that it gave up.
+    pub webhook_retries: u32,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            timeout: Duration::from_secs(600),
+            min_approvals: 1,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_retries: 5,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApprovalsConfig {
+    /// Like the derived form, but never shows the webhook secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalsConfig")
+            .field("timeout", &self.timeout)
+            .field("min_approvals", &self.min_approvals)
+            .field("webhook_url", &self.webhook_url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_retries", &self.webhook_retries)
+            .finish()
+    }
+}
+
+/// Longest `approvals.timeout`: a held session waits this long at most.
+pub const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Most `approvals.webhook_retries` (the last wait is then 2^9 s, about 8.5 minutes).
+pub const MAX_WEBHOOK_RETRIES: u32 = 10;
+/// Most `approvals.min_approvals`.
+pub const MAX_MIN_APPROVALS: u32 = 10;
+/// Shortest `approvals.webhook_secret`, characters.
+pub const MIN_WEBHOOK_SECRET: usize = 16;
 
 /// `[identity]`: who may present which tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +186,9 @@ pub struct ControlFile {
     /// `[policy]`.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// `[approvals]`.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
     /// `[resources.*]`: only the names matter to control.
     #[serde(default)]
     pub resources: BTreeMap<String, toml::Value>,
@@ -162,8 +232,75 @@ impl ControlFile {
     /// every problem is listed at once).
     pub fn validate(&self) -> Result<(), String> {
         check_control(&self.control)?;
-        check_identity(&self.identity)
+        check_identity(&self.identity)?;
+        check_approvals(&self.approvals)
     }
+}
+
+/// Checks `[approvals]`.
+pub fn check_approvals(approvals: &ApprovalsConfig) -> Result<(), String> {
+    if approvals.timeout < Duration::from_secs(1) || approvals.timeout > MAX_APPROVAL_TIMEOUT {
+        return Err(format!(
+            "approvals.timeout ({}) must be between 1s and {}: a held session waits that long",
+            humantime::format_duration(approvals.timeout),
+            humantime::format_duration(MAX_APPROVAL_TIMEOUT)
+        ));
+    }
+    if approvals.min_approvals == 0 || approvals.min_approvals > MAX_MIN_APPROVALS {
+        return Err(format!(
+            "approvals.min_approvals ({}) must be between 1 and {MAX_MIN_APPROVALS}",
+            approvals.min_approvals
+        ));
+    }
+    if approvals.webhook_retries > MAX_WEBHOOK_RETRIES {
+        return Err(format!(
+            "approvals.webhook_retries ({}) must be at most {MAX_WEBHOOK_RETRIES}",
+            approvals.webhook_retries
+        ));
+    }
+    match (&approvals.webhook_url, &approvals.webhook_secret) {
+        (Some(url), secret) => {
+            check_webhook_url(url)?;
+            match secret {
+                None => {
+                    return Err(
+                        "approvals.webhook_secret is required with approvals.webhook_url: every delivery is signed with it"
+                            .into(),
+                    )
+                }
+                Some(secret) if secret.chars().count() < MIN_WEBHOOK_SECRET => {
+                    return Err(format!(
+                        "approvals.webhook_secret is shorter than {MIN_WEBHOOK_SECRET} characters; use a long random string"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        (None, Some(_)) => {
+            return Err(
+                "approvals.webhook_secret is set but approvals.webhook_url is not: set both, or neither"
+                    .into(),
+            )
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Checks that `url` is an absolute `http://` or `https://` URL with a host.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| format!("approvals.webhook_url {url:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "approvals.webhook_url {url:?} must start with https:// (or http://)"
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("approvals.webhook_url {url:?} has no host"));
+    }
+    Ok(())
 }
 
 /// Checks `[control]`.
@@ -296,6 +433,66 @@ mod tests {
         let file: ControlFile =
             toml::from_str("[identity.sluice_tokens]\nenabled = false").expect("parse");
         assert!(file.validate().unwrap_err().contains("no way to log in"));
+    }
+
+    #[test]
+    fn approvals_have_defaults_and_are_checked() {
+        let file: ControlFile = toml::from_str("").expect("parse");
+        assert_eq!(file.approvals.timeout, Duration::from_secs(600));
+        assert_eq!(file.approvals.min_approvals, 1);
+        assert_eq!(file.approvals.webhook_url, None);
+        assert_eq!(file.approvals.webhook_retries, 5);
+        file.validate().expect("valid");
+
+        let text = r#"
+            [approvals]
+            timeout = "2m"
+            min_approvals = 2
+            webhook_url = "https://hooks.example.com/sluice"
+            webhook_secret = "0123456789abcdef0123"
+            webhook_retries = 3
+        "#;
+        let file: ControlFile = toml::from_str(text).expect("parse");
+        file.validate().expect("valid");
+        assert_eq!(file.approvals.timeout, Duration::from_secs(120));
+        assert_eq!(file.approvals.min_approvals, 2);
+        let shown = format!("{:?}", file.approvals);
+        assert!(
+            !shown.contains("0123456789abcdef0123") && shown.contains("redacted"),
+            "{shown}"
+        );
+
+        for (bad, needle) in [
+            ("timeout = \"0s\"", "approvals.timeout"),
+            ("timeout = \"2d\"", "approvals.timeout"),
+            ("min_approvals = 0", "approvals.min_approvals"),
+            ("webhook_retries = 11", "approvals.webhook_retries"),
+            (
+                "webhook_url = \"https://h.example.com/\"",
+                "webhook_secret is required",
+            ),
+            (
+                "webhook_url = \"ftp://h.example.com/\"\nwebhook_secret = \"0123456789abcdef\"",
+                "https://",
+            ),
+            (
+                "webhook_url = \"/relative\"\nwebhook_secret = \"0123456789abcdef\"",
+                "webhook_url",
+            ),
+            (
+                "webhook_url = \"https://h.example.com/\"\nwebhook_secret = \"short\"",
+                "shorter than 16",
+            ),
+            ("webhook_secret = \"0123456789abcdef\"", "set both"),
+        ] {
+            let file: ControlFile = toml::from_str(&format!("[approvals]\n{bad}")).expect("parse");
+            let err = file.validate().expect_err(bad);
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        assert!(
+            toml::from_str::<ControlFile>("[approvals]\nwebhook = \"x\"").is_err(),
+            "unknown keys are errors"
+        );
     }
 
     #[test]

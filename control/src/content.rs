@@ -5,14 +5,18 @@
 //! once per generation (not per statement), so readability with `jq` and forward-compatible
 //! decoding matter more than decode speed. [`CONTENT_FORMAT`] is bumped on any change that an
 //! older proxy would misread; a proxy refuses a format it does not know and keeps its
-//! previous view.
+//! previous view. Fields added later carry `#[serde(default)]`, so a payload without them
+//! still decodes (and an older proxy ignores fields it does not know): that is not a format
+//! change.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, IdentityContent};
 use crate::policy::{Decision, Policy, PolicyConfig, Subject};
+pub use crate::state::{ApprovalDecision, ApprovalScope};
 use crate::state::{Grant, Revocation};
 
 /// The payload format this build writes and reads.
@@ -37,6 +41,15 @@ pub struct SnapshotContent {
     pub grants: Vec<Grant>,
     /// Revocations that can still matter.
     pub revocations: Vec<Revocation>,
+    /// Decisions on held statements that a session may still be waiting for (decided
+    /// within the last `approval_timeout_ms` + 1 minute), and approvals with
+    /// [`ApprovalScope::Fingerprint`] while their session lasts (at most a day).
+    #[serde(default)]
+    pub approvals: Vec<ApprovalDecision>,
+    /// `approvals.timeout`: how long the proxy holds a statement waiting for a decision
+    /// before it refuses it (0 in a payload from before approvals: use the default).
+    #[serde(default)]
+    pub approval_timeout_ms: u64,
 }
 
 impl SnapshotContent {
@@ -77,9 +90,20 @@ pub struct View {
     pub grants: Vec<Grant>,
     /// Revocations.
     pub revocations: Vec<Revocation>,
+    /// Decisions on held statements ([`SnapshotContent::approvals`]).
+    pub approvals: Vec<ApprovalDecision>,
+    /// How long the proxy holds a statement waiting for a decision, milliseconds.
+    pub approval_timeout_ms: u64,
     /// When control built it.
     pub built_at_ms: u64,
+    /// Request ID → index into `approvals`.
+    approval_by_id: HashMap<String, usize>,
+    /// (session, fingerprint) → index into `approvals` of an approval with fingerprint scope.
+    approved_fingerprints: HashMap<(String, String), usize>,
 }
+
+/// `approvals.timeout` assumed for a payload that does not carry one (10 minutes).
+pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 600_000;
 
 impl View {
     /// Compiles decoded content. Anything that does not compile refuses the whole
@@ -88,14 +112,49 @@ impl View {
         let identity = Identity::from_content(&content.identity)?;
         let names: Vec<&str> = content.resources.iter().map(String::as_str).collect();
         let policy = Policy::compile(&content.policy, &names).map_err(|e| e.to_string())?;
+        let mut approval_by_id = HashMap::with_capacity(content.approvals.len());
+        let mut approved_fingerprints = HashMap::new();
+        for (i, d) in content.approvals.iter().enumerate() {
+            approval_by_id.entry(d.id.clone()).or_insert(i);
+            if d.approved && d.scope == ApprovalScope::Fingerprint {
+                approved_fingerprints
+                    .entry((d.session.clone(), d.fingerprint.clone()))
+                    .or_insert(i);
+            }
+        }
         Ok(View {
             identity,
             require_user_match: content.require_user_match,
             policy,
             grants: content.grants,
             revocations: content.revocations,
+            approvals: content.approvals,
+            approval_timeout_ms: match content.approval_timeout_ms {
+                0 => DEFAULT_APPROVAL_TIMEOUT_MS,
+                ms => ms,
+            },
             built_at_ms: content.built_at_ms,
+            approval_by_id,
+            approved_fingerprints,
         })
+    }
+
+    /// The decision on the held statement with request ID `id`, once an approver made one
+    /// (`None`: still pending, or unknown).
+    pub fn approval(&self, id: &str) -> Option<&ApprovalDecision> {
+        self.approval_by_id.get(id).map(|&i| &self.approvals[i])
+    }
+
+    /// An approval with [`ApprovalScope::Fingerprint`] for statements with `fingerprint` in
+    /// `session`: when there is one, such a statement runs without being held again.
+    pub fn fingerprint_approved(
+        &self,
+        session: &str,
+        fingerprint: &str,
+    ) -> Option<&ApprovalDecision> {
+        self.approved_fingerprints
+            .get(&(session.to_owned(), fingerprint.to_owned()))
+            .map(|&i| &self.approvals[i])
     }
 
     /// Decodes and compiles a payload.
@@ -155,10 +214,62 @@ mod tests {
                     masking: None,
                     hours: None,
                 }],
+                ..PolicyConfig::default()
             },
             grants: vec![],
             revocations: vec![],
+            approvals: vec![],
+            approval_timeout_ms: 60_000,
         }
+    }
+
+    fn decision(id: &str, session: &str, approved: bool, scope: ApprovalScope) -> ApprovalDecision {
+        ApprovalDecision {
+            id: id.into(),
+            session: session.into(),
+            fingerprint: "00112233aabbccdd".into(),
+            approved,
+            scope,
+            approvers: vec!["carol".into()],
+            reason: None,
+            decided_at_ms: 5,
+        }
+    }
+
+    #[test]
+    fn approval_decisions_are_found_by_id_and_by_session_and_fingerprint() {
+        let mut c = content();
+        c.approvals = vec![
+            decision("once", "s1", true, ApprovalScope::Statement),
+            decision("every", "s1", true, ApprovalScope::Fingerprint),
+            decision("no", "s2", false, ApprovalScope::Statement),
+        ];
+        let view = View::from_payload(&c.encode()).expect("compiles");
+        assert_eq!(view.approval_timeout_ms, 60_000);
+        assert!(view.approval("once").expect("decided").approved);
+        assert!(!view.approval("no").expect("decided").approved);
+        assert!(view.approval("pending").is_none());
+        let fp = "00112233aabbccdd";
+        assert_eq!(
+            view.fingerprint_approved("s1", fp).map(|d| d.id.as_str()),
+            Some("every")
+        );
+        assert!(view.fingerprint_approved("s2", fp).is_none(), "a denial");
+        assert!(view
+            .fingerprint_approved("s1", "ffffffffffffffff")
+            .is_none());
+        assert!(view.fingerprint_approved("s3", fp).is_none());
+    }
+
+    #[test]
+    fn a_payload_without_approvals_still_decodes() {
+        let mut json: serde_json::Value = serde_json::from_slice(&content().encode()).unwrap();
+        let map = json.as_object_mut().expect("object");
+        map.remove("approvals");
+        map.remove("approval_timeout_ms");
+        let view = View::from_payload(&serde_json::to_vec(&json).unwrap()).expect("compiles");
+        assert!(view.approvals.is_empty());
+        assert_eq!(view.approval_timeout_ms, DEFAULT_APPROVAL_TIMEOUT_MS);
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //!
 //! Modules: [`config`] (its sections of `sluice.toml`), [`identity`] (keyring and the pure
 //! multi-issuer verifier), [`oidc`], [`policy`] (rules and the pure decision), [`state`] and
-//! [`store`] (grants, requests, revocations, audit; append-only log), [`content`] (the
+//! [`store`] (grants, requests, statements held for approval, revocations, audit;
+//! append-only log), [`content`] (the
 //! snapshot payload and the proxy's compiled [`content::View`]), [`snapshot`] (the channel),
 //! [`service`] (the control process and its threads), [`admin`] (the admin protocol),
 //! [`saml`] (SAML Responses exchanged for Sluice tokens; signatures checked by xmlsec through
-//! `samael`) and [`fuzzing`] (fuzz target bodies). The hand-written parts are the ones the
+//! `samael`), [`webhook`] (signed announcements of statements held for approval, delivered
+//! off the event loop) and [`fuzzing`] (fuzz target bodies). The hand-written parts are the ones the
 //! design keeps in our own hands (the shm snapshot); tokens use `jsonwebtoken`, JWKS fetching
 //! `ureq`.
 //!
@@ -49,3 +51,4 @@ pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod webhook;

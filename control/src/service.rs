@@ -8,7 +8,22 @@
 //!   pruning of expired grants and requests (publishing when something changed);
 //! - `sluice-control-admin`: the admin socket, one request per connection;
 //! - `sluice-control-events`: datagrams from proxy workers (unknown OIDC key ids, session
-//!   start and end).
+//!   start and end, statements held for approval and withdrawn);
+//! - `sluice-control-webhook`: deliveries to `approvals.webhook_url` ([`crate::webhook`]),
+//!   which nothing ever waits for.
+//!
+//! # Statements held for approval
+//!
+//! When a `[[policy.statements]]` rule says `request`, the proxy holds the statement, tells
+//! the client the request ID, and sends [`ProxyEvent::ApprovalRequested`]. Control records
+//! it ([`Record::ApprovalRequested`] and an `approval.request` audit event) and announces it
+//! to the webhook. Approvers decide with `sluice approvals approve|deny`
+//! ([`AdminRequest::ApprovalsApprove`], [`AdminRequest::ApprovalsDeny`]): a member of one of
+//! the rule's approver groups, never the requester; `approvals.min_approvals` distinct
+//! approvers approve it, one denial denies it. Each decision is published at once (the
+//! snapshot's [`SnapshotContent::approvals`]), so the waiting session learns it within one
+//! generation. A request nobody decides within `approvals.timeout` expires (checked every
+//! tick); the proxy's [`ProxyEvent::ApprovalWithdrawn`] (or the session's end) withdraws it.
 //!
 //! Every change goes through [`Inner::publish`], under one mutex, so generations are
 //! published in the order the changes were made.
@@ -28,14 +43,18 @@ use tracing::{error, info, warn};
 
 use crate::admin::{AdminRequest, AdminResponse, MAX_LINE};
 use crate::config::ControlFile;
-use crate::content::{millis, SnapshotContent, View, CONTENT_FORMAT};
+use crate::content::{millis, ApprovalDecision, SnapshotContent, View, CONTENT_FORMAT};
 use crate::identity::{IdentityContent, Keyring, OidcContent, SluiceKeysContent};
 use crate::oidc::JwksCache;
 use crate::policy::{Policy, Subject};
 use crate::saml::{ReplayCache, SamlIdp};
 use crate::snapshot::{Publisher, SnapshotServer};
-use crate::state::{AccessRequest, AuditEvent, Grant, RequestStatus, Revocation};
+use crate::state::{
+    AccessRequest, ApprovalScope, ApprovalStatus, ApprovalVote, AuditEvent, Grant, RequestStatus,
+    Revocation, StatementApproval,
+};
 use crate::store::{LogStore, Record, State, StateStore};
+use crate::webhook::{Delivery, WebhookTarget, Webhooks};
 
 /// File names inside the state directory.
 pub mod paths {
@@ -93,6 +112,37 @@ pub enum ProxyEvent {
         /// Why.
         reason: String,
     },
+    /// The proxy holds a statement until approvers decide (a `[[policy.statements]]` rule
+    /// said `request`); the client was told the request ID.
+    ApprovalRequested {
+        /// Request ID (UUIDv7, made by the proxy).
+        id: String,
+        /// Session holding the statement.
+        session: String,
+        /// The session's principal.
+        user: String,
+        /// The principal's groups.
+        groups: Vec<String>,
+        /// Resource.
+        resource: String,
+        /// The statement rule that said `request`.
+        rule: String,
+        /// The statement, normalized (literals replaced; the proxy truncates it to 2 KiB).
+        statement: String,
+        /// Its fingerprint (16 hex digits).
+        fingerprint: String,
+        /// Its class.
+        class: String,
+        /// When the proxy held it.
+        requested_at_ms: u64,
+    },
+    /// The proxy stopped waiting for a decision on a held statement.
+    ApprovalWithdrawn {
+        /// Request ID.
+        id: String,
+        /// Why: "cancelled by the client", "timed out", "session ended".
+        reason: String,
+    },
 }
 
 /// How often the state log is compacted (and once at every start).
@@ -128,6 +178,11 @@ struct Inner {
     /// SAML assertion IDs already exchanged for tokens.
     saml_replay: ReplayCache,
     server: SnapshotServer,
+    /// Deliveries to `approvals.webhook_url`.
+    webhooks: Webhooks,
+    /// The approval decisions the last published generation carries (to republish when
+    /// that set changes with time).
+    published_approvals: Vec<ApprovalDecision>,
     last_jwks_refresh: Instant,
     last_prune: Instant,
     last_compact: Instant,
@@ -213,6 +268,7 @@ impl Control {
             .map_err(|e| format!("chmod {}: {e}", admin_path.display()))?;
 
         let placeholder = View::compile(empty_content()).map_err(|e| e.to_string())?;
+        let webhooks = Webhooks::start()?;
         let mut inner = Inner {
             config_path: config_path.to_path_buf(),
             file,
@@ -225,6 +281,8 @@ impl Control {
             saml,
             saml_replay: ReplayCache::default(),
             server,
+            webhooks,
+            published_approvals: Vec::new(),
             last_jwks_refresh: Instant::now(),
             last_prune: Instant::now(),
             last_compact: Instant::now(),
@@ -318,6 +376,8 @@ fn empty_content() -> SnapshotContent {
         policy: Default::default(),
         grants: vec![],
         revocations: vec![],
+        approvals: vec![],
+        approval_timeout_ms: 0,
     }
 }
 
@@ -350,6 +410,8 @@ impl Inner {
             policy: self.file.policy.clone(),
             grants: self.state.grants.values().cloned().collect(),
             revocations: self.state.revocations.clone(),
+            approvals: self.approvals_carried(millis(now)),
+            approval_timeout_ms: self.approval_timeout_ms(),
         })
     }
 
@@ -364,6 +426,7 @@ impl Inner {
             .publish(&payload, now)
             .map_err(|e| format!("publishing the snapshot: {e}"))?;
         self.view = view;
+        self.published_approvals = content.approvals;
         if published.dropped > 0 {
             warn!(
                 dropped = published.dropped,
@@ -524,6 +587,7 @@ impl Inner {
                 "issuers": self.view.identity.issuers(),
                 "grants": self.state.grants.len(),
                 "pending_requests": self.state.pending_requests().count(),
+                "pending_approvals": self.state.pending_approvals().count(),
                 "revocations": self.state.revocations.len(),
             })),
             AdminRequest::Reload => {
@@ -761,6 +825,39 @@ impl Inner {
                 });
                 Ok(serde_json::to_value(requests).map_err(|e| e.to_string())?)
             }
+            AdminRequest::ApprovalsList { resource, all } => {
+                self.expire_approvals(now_ms);
+                let mut approvals: Vec<&StatementApproval> = self
+                    .state
+                    .approvals
+                    .values()
+                    .filter(|a| all || a.is_pending())
+                    .filter(|a| resource.as_deref().is_none_or(|r| r == a.resource))
+                    .collect();
+                // Pending first, oldest first (the next to expire on top); then the rest,
+                // newest first.
+                approvals.sort_by_key(|a| {
+                    let pending = a.is_pending();
+                    (
+                        !pending,
+                        if pending {
+                            a.requested_at_ms
+                        } else {
+                            u64::MAX - a.requested_at_ms
+                        },
+                    )
+                });
+                Ok(serde_json::to_value(approvals).map_err(|e| e.to_string())?)
+            }
+            AdminRequest::ApprovalsApprove {
+                token,
+                id,
+                reason,
+                scope,
+            } => self.approve_statement(&token, &id, reason, scope, now_ms),
+            AdminRequest::ApprovalsDeny { token, id, reason } => {
+                self.deny_statement(&token, &id, reason, now_ms)
+            }
             AdminRequest::Audit { limit } => {
                 let events: Vec<&AuditEvent> = self
                     .state
@@ -835,6 +932,416 @@ impl Inner {
             "groups": login.groups,
             "expires_at_ms": expires_at_ms,
             "idp": login.idp,
+        }))
+    }
+
+    /// `approvals.timeout` in milliseconds.
+    fn approval_timeout_ms(&self) -> u64 {
+        self.file.approvals.timeout.as_millis() as u64
+    }
+
+    /// The approver groups of the statement rule named `rule` (`None`: no such rule).
+    fn statement_rule_approvers(&self, rule: &str) -> Option<Vec<String>> {
+        self.policy
+            .statement_rule_approvers(rule)
+            .map(<[String]>::to_vec)
+    }
+
+    /// The decisions the snapshot carries at `now_ms` ([`State::carried_decisions`]).
+    fn approvals_carried(&self, now_ms: u64) -> Vec<ApprovalDecision> {
+        self.state
+            .carried_decisions(now_ms, self.approval_timeout_ms())
+    }
+
+    /// Queues a webhook delivery about `approval` when a webhook is configured.
+    fn announce(&self, event: &'static str, approval: &StatementApproval) {
+        let cfg = &self.file.approvals;
+        let (Some(url), Some(secret)) = (&cfg.webhook_url, &cfg.webhook_secret) else {
+            return;
+        };
+        let a = approval;
+        let approvers = self.statement_rule_approvers(&a.rule).unwrap_or_default();
+        let (decided_by, reason, scope) = match &a.status {
+            ApprovalStatus::Pending => (vec![], None, None),
+            ApprovalStatus::Approved { scope, .. } => (
+                a.approvers(),
+                a.decision().and_then(|d| d.reason),
+                Some(*scope),
+            ),
+            ApprovalStatus::Denied { by, reason, .. } => (vec![by.clone()], reason.clone(), None),
+            ApprovalStatus::Withdrawn { reason, .. } => (vec![], Some(reason.clone()), None),
+            ApprovalStatus::Expired { .. } => (vec![], Some("nobody decided in time".into()), None),
+        };
+        let body = json!({
+            "event": event,
+            "id": a.id,
+            "session": a.session,
+            "user": a.user,
+            "groups": a.groups,
+            "resource": a.resource,
+            "rule": a.rule,
+            "statement": a.statement,
+            "fingerprint": a.fingerprint,
+            "class": a.class,
+            "requested_at_ms": a.requested_at_ms,
+            "expires_at_ms": a.requested_at_ms.saturating_add(self.approval_timeout_ms()),
+            "required_approvals": a.required,
+            "approvals": a.approvals,
+            "approver_groups": approvers,
+            "status": a.status.name(),
+            "decided_at_ms": a.status.ended_at_ms(),
+            "decided_by": decided_by,
+            "reason": reason,
+            "scope": scope,
+            "approve_command": format!("sluice approvals approve {}", a.id),
+            "deny_command": format!("sluice approvals deny {} --reason TEXT", a.id),
+        });
+        self.webhooks.send(Delivery {
+            event,
+            request_id: a.id.clone(),
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+            target: WebhookTarget {
+                url: url.clone(),
+                secret: secret.clone(),
+                retries: cfg.webhook_retries,
+            },
+        });
+    }
+
+    /// Records a statement the proxy holds ([`ProxyEvent::ApprovalRequested`]). A request ID
+    /// control already knows (a datagram sent twice) is ignored.
+    fn approval_requested(&mut self, approval: StatementApproval) -> Result<(), String> {
+        if approval.id.trim().is_empty() || self.state.approvals.contains_key(&approval.id) {
+            return Ok(());
+        }
+        let approvers = self.statement_rule_approvers(&approval.rule);
+        match &approvers {
+            None => warn!(
+                id = %approval.id,
+                rule = %approval.rule,
+                "a statement was held by a rule control's policy does not have; nobody can approve it and it will expire"
+            ),
+            Some(groups) if groups.is_empty() => warn!(
+                id = %approval.id,
+                rule = %approval.rule,
+                "a statement was held by a rule that names no approvers; nobody can approve it and it will expire"
+            ),
+            Some(_) => {}
+        }
+        self.persist(Record::ApprovalRequested {
+            approval: approval.clone(),
+        })?;
+        let a = &approval;
+        self.audit(
+            &a.user,
+            "approval.request",
+            format!(
+                "id={} session={} resource={} rule={} fingerprint={}",
+                a.id, a.session, a.resource, a.rule, a.fingerprint
+            ),
+            format!(
+                "class={} statement={} (needs {} approval{} from: {})",
+                a.class,
+                a.statement,
+                a.required,
+                if a.required == 1 { "" } else { "s" },
+                approvers
+                    .filter(|g| !g.is_empty())
+                    .map_or_else(|| "nobody".to_owned(), |g| g.join(", "))
+            ),
+        );
+        self.announce("approval_requested", a);
+        Ok(())
+    }
+
+    /// Ends a pending request without a decision: withdrawn by the proxy or expired. Does
+    /// nothing to a request that is not pending. Returns whether it ended it.
+    fn end_approval(&mut self, id: &str, status: ApprovalStatus) -> Result<bool, String> {
+        let Some(approval) = self.state.approvals.get(id).filter(|a| a.is_pending()) else {
+            return Ok(false);
+        };
+        let approval = approval.clone();
+        let (actor, action, detail) = match &status {
+            ApprovalStatus::Withdrawn { reason, .. } => {
+                (approval.user.clone(), "approval.withdraw", reason.clone())
+            }
+            _ => (
+                "control".to_owned(),
+                "approval.expire",
+                format!(
+                    "nobody decided within approvals.timeout ({}); {} of {} approvals",
+                    humantime::format_duration(self.file.approvals.timeout),
+                    approval.approvals.len(),
+                    approval.required
+                ),
+            ),
+        };
+        self.persist(Record::ApprovalDecided {
+            id: id.to_owned(),
+            status,
+        })?;
+        self.audit(
+            &actor,
+            action,
+            format!(
+                "id={id} session={} resource={} fingerprint={}",
+                approval.session, approval.resource, approval.fingerprint
+            ),
+            detail,
+        );
+        if let Some(ended) = self.state.approvals.get(id) {
+            self.announce("approval_decided", ended);
+        }
+        Ok(true)
+    }
+
+    /// Expires the pending requests older than `approvals.timeout` at `now_ms`.
+    fn expire_approvals(&mut self, now_ms: u64) {
+        let timeout_ms = self.approval_timeout_ms();
+        let due: Vec<(String, u64)> = self
+            .state
+            .pending_approvals()
+            .filter(|a| now_ms.saturating_sub(a.requested_at_ms) > timeout_ms)
+            .map(|a| (a.id.clone(), a.requested_at_ms.saturating_add(timeout_ms)))
+            .collect();
+        for (id, at_ms) in due {
+            if let Err(e) = self.end_approval(&id, ApprovalStatus::Expired { at_ms }) {
+                error!(%id, error = %e, "could not expire a held statement's approval request");
+            }
+        }
+    }
+
+    /// A session ended: its pending requests are withdrawn, and its decisions (approvals
+    /// with fingerprint scope included) leave the snapshot. Returns whether the snapshot's
+    /// content changed.
+    fn approval_session_ended(&mut self, session: &str, now_ms: u64) -> Result<bool, String> {
+        let pending: Vec<String> = self
+            .state
+            .pending_approvals()
+            .filter(|a| a.session == session)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in pending {
+            self.end_approval(
+                &id,
+                ApprovalStatus::Withdrawn {
+                    reason: "session ended".into(),
+                    at_ms: now_ms,
+                },
+            )?;
+        }
+        let known = self
+            .state
+            .approvals
+            .values()
+            .any(|a| a.session == session && a.session_ended_at_ms.is_none());
+        if !known {
+            return Ok(false);
+        }
+        self.persist(Record::ApprovalSessionEnded {
+            session: session.to_owned(),
+            at_ms: now_ms,
+        })?;
+        Ok(self.approvals_carried(now_ms) != self.published_approvals)
+    }
+
+    /// The pending request `id` that `token`'s holder may decide: the token is valid, its
+    /// holder is not the requester (when approving) and is in one of the approver groups of
+    /// the statement rule, and the request is still pending (expiring it now if its time
+    /// ran out).
+    fn decidable(
+        &mut self,
+        token: &str,
+        id: &str,
+        approving: bool,
+        now_ms: u64,
+    ) -> Result<(StatementApproval, String), String> {
+        let approval = self.state.approvals.get(id).cloned().ok_or_else(|| {
+            format!("no held statement with request ID {id} (see `sluice approvals list --all`)")
+        })?;
+        let (user, groups) = self.principal(token)?;
+        if approving && user == approval.user {
+            return Err("you cannot approve your own request; ask another approver".into());
+        }
+        let approvers = self.statement_rule_approvers(&approval.rule).ok_or_else(|| {
+            format!(
+                "the statement rule {:?} that held request {id} is no longer in the policy; nobody can decide it, and it expires",
+                approval.rule
+            )
+        })?;
+        if !groups.iter().any(|g| approvers.contains(g)) {
+            return Err(format!(
+                "\"{user}\" may not decide statements held by rule \"{}\" (approver groups: {})",
+                approval.rule,
+                if approvers.is_empty() {
+                    "none configured".to_owned()
+                } else {
+                    approvers.join(", ")
+                }
+            ));
+        }
+        if approval.is_pending()
+            && now_ms.saturating_sub(approval.requested_at_ms) > self.approval_timeout_ms()
+        {
+            self.expire_approvals(now_ms);
+        }
+        let current = self
+            .state
+            .approvals
+            .get(id)
+            .map_or(&approval.status, |a| &a.status);
+        match current {
+            ApprovalStatus::Pending => Ok((approval, user)),
+            ApprovalStatus::Approved { .. } => Err(format!(
+                "request {id} is already approved (by {})",
+                approval.approvers().join(", ")
+            )),
+            ApprovalStatus::Denied { by, .. } => {
+                Err(format!("request {id} is already denied (by {by})"))
+            }
+            ApprovalStatus::Withdrawn { reason, .. } => Err(format!(
+                "request {id} was withdrawn ({reason}); the session no longer waits for it"
+            )),
+            ApprovalStatus::Expired { .. } => Err(format!(
+                "request {id} expired: nobody decided within approvals.timeout ({}), and the proxy refused the statement",
+                humantime::format_duration(self.file.approvals.timeout)
+            )),
+        }
+    }
+
+    /// `sluice approvals approve`.
+    fn approve_statement(
+        &mut self,
+        token: &str,
+        id: &str,
+        reason: Option<String>,
+        scope: ApprovalScope,
+        now_ms: u64,
+    ) -> Result<serde_json::Value, String> {
+        let (approval, approver) = self.decidable(token, id, true, now_ms)?;
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        let required = approval.required.max(1) as usize;
+        if approval.approvals.iter().any(|v| v.by == approver) {
+            let have = approval.approvals.len();
+            return Err(format!(
+                "you have already approved request {id}; the same approver counts once: it has {have} of {required} approvals and needs {} more from other approvers",
+                required.saturating_sub(have)
+            ));
+        }
+        self.persist(Record::ApprovalVoted {
+            id: id.to_owned(),
+            vote: ApprovalVote {
+                by: approver.clone(),
+                at_ms: now_ms,
+                scope,
+                reason: reason.clone(),
+            },
+        })?;
+        let votes = self
+            .state
+            .approvals
+            .get(id)
+            .map_or_else(Vec::new, |a| a.approvals.clone());
+        let target = format!(
+            "id={id} user={} resource={} fingerprint={}",
+            approval.user, approval.resource, approval.fingerprint
+        );
+        let mut detail = format!(
+            "scope={} reason={}; {} of {required} approvals",
+            scope.as_str(),
+            reason.as_deref().unwrap_or("-"),
+            votes.len()
+        );
+        let mut generation = None;
+        if votes.len() >= required {
+            let decided = votes
+                .iter()
+                .map(|v| v.scope)
+                .fold(ApprovalScope::Fingerprint, ApprovalScope::narrowest);
+            self.persist(Record::ApprovalDecided {
+                id: id.to_owned(),
+                status: ApprovalStatus::Approved {
+                    at_ms: now_ms,
+                    scope: decided,
+                },
+            })?;
+            let g = self.publish(SystemTime::now())?;
+            detail.push_str(&format!(
+                ": approved (scope {}), generation {g}",
+                decided.as_str()
+            ));
+            generation = Some(g);
+        } else {
+            detail.push_str(": still pending");
+        }
+        self.audit(&approver, "approval.approve", target, detail);
+        let approval = self
+            .state
+            .approvals
+            .get(id)
+            .cloned()
+            .ok_or("the request went away during the approval")?;
+        if generation.is_some() {
+            self.announce("approval_decided", &approval);
+        }
+        Ok(json!({
+            "id": id,
+            "status": approval.status.name(),
+            "scope": match approval.status {
+                ApprovalStatus::Approved { scope, .. } => scope,
+                _ => scope,
+            },
+            "approvals": approval.approvals.len(),
+            "required": required,
+            "approvers": approval.approvers(),
+            "generation": generation,
+            "approval": approval,
+        }))
+    }
+
+    /// `sluice approvals deny`.
+    fn deny_statement(
+        &mut self,
+        token: &str,
+        id: &str,
+        reason: Option<String>,
+        now_ms: u64,
+    ) -> Result<serde_json::Value, String> {
+        let (approval, approver) = self.decidable(token, id, false, now_ms)?;
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        self.persist(Record::ApprovalDecided {
+            id: id.to_owned(),
+            status: ApprovalStatus::Denied {
+                by: approver.clone(),
+                reason: reason.clone(),
+                at_ms: now_ms,
+            },
+        })?;
+        let generation = self.publish(SystemTime::now())?;
+        self.audit(
+            &approver,
+            "approval.deny",
+            format!(
+                "id={id} user={} resource={} fingerprint={}",
+                approval.user, approval.resource, approval.fingerprint
+            ),
+            format!(
+                "reason={}; generation {generation}",
+                reason.as_deref().unwrap_or("-")
+            ),
+        );
+        let approval = self
+            .state
+            .approvals
+            .get(id)
+            .cloned()
+            .ok_or("the request went away during the denial")?;
+        self.announce("approval_decided", &approval);
+        Ok(json!({
+            "id": id,
+            "status": approval.status.name(),
+            "generation": generation,
+            "approval": approval,
         }))
     }
 
@@ -916,6 +1423,9 @@ fn tick_loop(shared: &Shared) {
                     }
                 }
             }
+            let now_ms = millis(now);
+            inner.expire_approvals(now_ms);
+            changed |= inner.approvals_carried(now_ms) != inner.published_approvals;
             if inner.last_prune.elapsed() >= Duration::from_secs(10) {
                 inner.last_prune = Instant::now();
                 match inner.prune(now) {
@@ -1048,7 +1558,12 @@ fn events_loop(shared: &Shared, socket: UnixDatagram) {
         }
         let event: ProxyEvent = match serde_json::from_slice(&buf[..n]) {
             Ok(e) => e,
-            Err(_) => continue,
+            // `{}` is the wake-up sent on shutdown.
+            Err(_) if &buf[..n] == b"{}" => continue,
+            Err(e) => {
+                warn!(bytes = n, error = %e, "dropped an event from the proxy that control cannot read (too large, or from another version?)");
+                continue;
+            }
         };
         match event {
             ProxyEvent::UnknownKid { issuer, kid } => {
@@ -1083,7 +1598,68 @@ fn events_loop(shared: &Shared, socket: UnixDatagram) {
                 user,
                 resource,
                 reason,
-            } => info!(%session, %user, %resource, %reason, "proxy: session end"),
+            } => {
+                info!(%session, %user, %resource, %reason, "proxy: session end");
+                let mut inner = lock(shared);
+                let now = SystemTime::now();
+                match inner.approval_session_ended(&session, millis(now)) {
+                    Ok(true) => {
+                        if let Err(e) = inner.publish(now) {
+                            error!(error = %e, "publishing failed");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        error!(%session, error = %e, "recording the end of a session that held statements failed")
+                    }
+                }
+            }
+            ProxyEvent::ApprovalRequested {
+                id,
+                session,
+                user,
+                groups,
+                resource,
+                rule,
+                statement,
+                fingerprint,
+                class,
+                requested_at_ms,
+            } => {
+                info!(%id, %session, %user, %resource, %rule, %fingerprint, "proxy: statement held for approval");
+                let mut inner = lock(shared);
+                let approval = StatementApproval {
+                    id,
+                    session,
+                    user,
+                    groups,
+                    resource,
+                    rule,
+                    statement,
+                    fingerprint,
+                    class,
+                    requested_at_ms,
+                    required: inner.file.approvals.min_approvals.max(1),
+                    approvals: Vec::new(),
+                    status: ApprovalStatus::Pending,
+                    session_ended_at_ms: None,
+                };
+                let id = approval.id.clone();
+                if let Err(e) = inner.approval_requested(approval) {
+                    error!(%id, error = %e, "recording a held statement failed; it cannot be approved and will time out in the proxy");
+                }
+            }
+            ProxyEvent::ApprovalWithdrawn { id, reason } => {
+                info!(%id, %reason, "proxy: approval request withdrawn");
+                let mut inner = lock(shared);
+                let status = ApprovalStatus::Withdrawn {
+                    reason,
+                    at_ms: millis(SystemTime::now()),
+                };
+                if let Err(e) = inner.end_approval(&id, status) {
+                    error!(%id, error = %e, "recording a withdrawn approval request failed");
+                }
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Control's persistent state: grants, access requests, revocations and the audit trail, kept
+//! Control's persistent state: grants, access requests, statements held for approval,
+//! revocations and the audit trail, kept
 //! in the state directory so that they survive a restart of the control process, `kill -9`
 //! included.
 //!
@@ -65,7 +66,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{AccessRequest, AuditEvent, Grant, RequestStatus, Revocation};
+use crate::state::{
+    AccessRequest, ApprovalDecision, ApprovalScope, ApprovalStatus, ApprovalVote, AuditEvent,
+    Grant, RequestStatus, Revocation, StatementApproval,
+};
 
 /// How many of the most recent audit events [`State`] (and so `state.log`) keeps. The full
 /// trail is in `audit.log`.
@@ -74,6 +78,13 @@ pub const AUDIT_TAIL: usize = 1000;
 pub const STATE_LOG: &str = "state.log";
 /// File name of the audit log inside the state directory.
 pub const AUDIT_LOG: &str = "audit.log";
+/// How long past `approvals.timeout` a decision on a held statement stays in the snapshot:
+/// a session can only be waiting for it that long (the margin covers clock skew and
+/// delays).
+pub const DECISION_MARGIN_MS: u64 = 60_000;
+/// How long an approval with fingerprint scope stays in the snapshot at most when control
+/// never learns that its session ended (the end event is a datagram and can be lost).
+pub const FINGERPRINT_APPROVAL_MAX_AGE_MS: u64 = 24 * 3600 * 1000;
 /// File name compaction writes before renaming it over [`STATE_LOG`].
 pub const STATE_LOG_TMP: &str = "state.log.tmp";
 
@@ -114,6 +125,34 @@ pub enum Record {
         /// Its new status.
         status: RequestStatus,
     },
+    /// The proxy held a statement for approval.
+    ApprovalRequested {
+        /// The request, with its status and approvals at creation (normally pending, none).
+        approval: StatementApproval,
+    },
+    /// An approver approved a held statement (it is decided only once enough distinct
+    /// approvers have: [`Record::ApprovalDecided`] follows then).
+    ApprovalVoted {
+        /// ID of the request.
+        id: String,
+        /// The approval.
+        vote: ApprovalVote,
+    },
+    /// A held statement was approved, denied, withdrawn or expired.
+    ApprovalDecided {
+        /// ID of the request.
+        id: String,
+        /// Its new status.
+        status: ApprovalStatus,
+    },
+    /// A session that held statements ended: no decision about it matters any more (they
+    /// leave the snapshot).
+    ApprovalSessionEnded {
+        /// Session ID.
+        session: String,
+        /// When control learned it.
+        at_ms: u64,
+    },
     /// A principal's access was revoked.
     Revoked {
         /// The revocation.
@@ -133,6 +172,8 @@ pub struct State {
     pub grants: BTreeMap<String, Grant>,
     /// Access requests by ID, pending and decided (until [`State::prune`]).
     pub requests: BTreeMap<String, AccessRequest>,
+    /// Statements held for approval by ID, pending and ended (until [`State::prune`]).
+    pub approvals: BTreeMap<String, StatementApproval>,
     /// Revocations, in the order they were made.
     pub revocations: Vec<Revocation>,
     /// The most recent [`AUDIT_TAIL`] audit events, oldest first.
@@ -161,6 +202,28 @@ impl State {
                     request.status = status.clone();
                 }
             }
+            Record::ApprovalRequested { approval } => {
+                self.approvals.insert(approval.id.clone(), approval.clone());
+            }
+            Record::ApprovalVoted { id, vote } => {
+                if let Some(approval) = self.approvals.get_mut(id) {
+                    if !approval.approvals.iter().any(|v| v.by == vote.by) {
+                        approval.approvals.push(vote.clone());
+                    }
+                }
+            }
+            Record::ApprovalDecided { id, status } => {
+                if let Some(approval) = self.approvals.get_mut(id) {
+                    approval.status = status.clone();
+                }
+            }
+            Record::ApprovalSessionEnded { session, at_ms } => {
+                for approval in self.approvals.values_mut() {
+                    if approval.session == *session && approval.session_ended_at_ms.is_none() {
+                        approval.session_ended_at_ms = Some(*at_ms);
+                    }
+                }
+            }
             Record::Revoked { revocation } => {
                 if !self.revocations.contains(revocation) {
                     self.revocations.push(revocation.clone());
@@ -180,6 +243,32 @@ impl State {
         self.grants.values().filter(move |g| g.is_active(now_ms))
     }
 
+    /// The held statements still waiting for approvers, in ID order.
+    pub fn pending_approvals(&self) -> impl Iterator<Item = &StatementApproval> {
+        self.approvals.values().filter(|a| a.is_pending())
+    }
+
+    /// The decisions on held statements the snapshot carries at `now_ms`, in ID order: those
+    /// made within the last `timeout_ms` + [`DECISION_MARGIN_MS`] (a session may still be
+    /// waiting for them), and approvals with fingerprint scope for up to
+    /// [`FINGERPRINT_APPROVAL_MAX_AGE_MS`] (their session runs such statements without
+    /// asking again). Nothing about a session control knows has ended.
+    pub fn carried_decisions(&self, now_ms: u64, timeout_ms: u64) -> Vec<ApprovalDecision> {
+        let window = timeout_ms.saturating_add(DECISION_MARGIN_MS);
+        self.approvals
+            .values()
+            .filter(|a| a.session_ended_at_ms.is_none())
+            .filter_map(|a| {
+                let d = a.decision()?;
+                let age = now_ms.saturating_sub(d.decided_at_ms);
+                let lasting = d.approved
+                    && d.scope == ApprovalScope::Fingerprint
+                    && age <= FINGERPRINT_APPROVAL_MAX_AGE_MS;
+                (age <= window || lasting).then_some(d)
+            })
+            .collect()
+    }
+
     /// The requests still waiting for an approver, in ID order.
     pub fn pending_requests(&self) -> impl Iterator<Item = &AccessRequest> {
         self.requests
@@ -195,6 +284,9 @@ impl State {
     ///   request_ttl_ms`; the [`Record::RequestDecided`] records this produced are returned
     ///   so the caller can persist them;
     /// * decided requests whose decision (or lapse) is older than `keep_ms`;
+    /// * held statements that were decided, withdrawn or expired more than `keep_ms` ago
+    ///   (pending ones are expired by control on its own schedule, `approvals.timeout`,
+    ///   through [`Record::ApprovalDecided`]);
     /// * revocations older than `keep_ms` (a revocation only matters while tokens issued
     ///   before it can still be valid, so `keep_ms` must be at least the longest token
     ///   lifetime).
@@ -225,23 +317,34 @@ impl State {
             None => true,
             Some(at_ms) => now_ms.saturating_sub(at_ms) <= keep_ms,
         });
+        self.approvals.retain(|_, a| match a.status.ended_at_ms() {
+            None => true,
+            Some(at_ms) => now_ms.saturating_sub(at_ms) <= keep_ms,
+        });
         self.revocations
             .retain(|v| now_ms.saturating_sub(v.at_ms) <= keep_ms);
         expired
     }
 
     /// The records that rebuild this state (for compaction): applying them in order to an
-    /// empty [`State`] gives back this one. Requests carry their current status, so no
-    /// decision records are needed.
+    /// empty [`State`] gives back this one. Requests and held statements carry their
+    /// current status (and approvals), so no decision records are needed.
     pub fn to_records(&self) -> Vec<Record> {
         let mut records = Vec::with_capacity(
-            self.grants.len() + self.requests.len() + self.revocations.len() + self.audit.len(),
+            self.grants.len()
+                + self.requests.len()
+                + self.approvals.len()
+                + self.revocations.len()
+                + self.audit.len(),
         );
         records.extend(
             self.requests
                 .values()
                 .map(|r| Record::RequestCreated { request: r.clone() }),
         );
+        records.extend(self.approvals.values().map(|a| Record::ApprovalRequested {
+            approval: a.clone(),
+        }));
         records.extend(
             self.grants
                 .values()
@@ -801,6 +904,34 @@ mod tests {
         }
     }
 
+    fn approval(id: &str, session: &str, requested: u64) -> StatementApproval {
+        StatementApproval {
+            id: id.into(),
+            session: session.into(),
+            user: "erin@example.com".into(),
+            groups: vec!["support".into()],
+            resource: "billing".into(),
+            rule: "writes-need-approval".into(),
+            statement: "DELETE FROM invoices WHERE id = $1".into(),
+            fingerprint: "0123456789abcdef".into(),
+            class: "write".into(),
+            requested_at_ms: requested,
+            required: 2,
+            approvals: vec![],
+            status: ApprovalStatus::Pending,
+            session_ended_at_ms: None,
+        }
+    }
+
+    fn vote(by: &str, at: u64, scope: ApprovalScope) -> ApprovalVote {
+        ApprovalVote {
+            by: by.into(),
+            at_ms: at,
+            scope,
+            reason: Some(format!("ok by {by}")),
+        }
+    }
+
     fn audit(n: u64) -> AuditEvent {
         AuditEvent {
             at_ms: 1_000 + n,
@@ -843,6 +974,27 @@ mod tests {
             },
             Record::Revoked {
                 revocation: revocation("dave@example.com", 1_500),
+            },
+            Record::ApprovalRequested {
+                approval: approval("a1", "s1", 1_600),
+            },
+            Record::ApprovalVoted {
+                id: "a1".into(),
+                vote: vote("bob@example.com", 1_700, ApprovalScope::Fingerprint),
+            },
+            Record::ApprovalRequested {
+                approval: approval("a2", "s2", 1_650),
+            },
+            Record::ApprovalDecided {
+                id: "a2".into(),
+                status: ApprovalStatus::Withdrawn {
+                    reason: "cancelled by the client".into(),
+                    at_ms: 1_750,
+                },
+            },
+            Record::ApprovalSessionEnded {
+                session: "s2".into(),
+                at_ms: 1_800,
             },
             Record::Audit { event: audit(2) },
         ]
@@ -1080,6 +1232,9 @@ mod tests {
         }
         assert_eq!(rebuilt, state);
         assert!(!state.requests.is_empty() && !state.revocations.is_empty());
+        assert_eq!(state.approvals.len(), 2);
+        assert_eq!(state.approvals["a1"].approvals.len(), 1);
+        assert_eq!(state.approvals["a2"].session_ended_at_ms, Some(1_800));
     }
 
     #[test]
@@ -1251,6 +1406,149 @@ mod tests {
         state.apply(&rev);
         state.apply(&rev);
         assert_eq!(state.revocations.len(), 1);
+    }
+
+    #[test]
+    fn approvals_count_each_approver_once_and_keep_their_decision() {
+        let mut state = State::default();
+        state.apply(&Record::ApprovalRequested {
+            approval: approval("a", "s", 10),
+        });
+        let first = vote("bob", 20, ApprovalScope::Fingerprint);
+        for r in [
+            Record::ApprovalVoted {
+                id: "a".into(),
+                vote: first.clone(),
+            },
+            // The same approver again (with another scope): still one approval.
+            Record::ApprovalVoted {
+                id: "a".into(),
+                vote: vote("bob", 25, ApprovalScope::Statement),
+            },
+            Record::ApprovalVoted {
+                id: "nope".into(),
+                vote: vote("bob", 25, ApprovalScope::Statement),
+            },
+        ] {
+            state.apply(&r);
+        }
+        let a = &state.approvals["a"];
+        assert_eq!(a.approvals, vec![first]);
+        assert!(a.is_pending() && a.decision().is_none());
+        assert_eq!(state.pending_approvals().count(), 1);
+
+        state.apply(&Record::ApprovalVoted {
+            id: "a".into(),
+            vote: vote("carol", 30, ApprovalScope::Fingerprint),
+        });
+        state.apply(&Record::ApprovalDecided {
+            id: "a".into(),
+            status: ApprovalStatus::Approved {
+                at_ms: 30,
+                scope: ApprovalScope::Fingerprint,
+            },
+        });
+        let decision = state.approvals["a"].decision().expect("decided");
+        assert!(decision.approved);
+        assert_eq!(decision.scope, ApprovalScope::Fingerprint);
+        assert_eq!(decision.approvers, ["bob", "carol"]);
+        assert_eq!(
+            decision.reason.as_deref(),
+            Some("bob: ok by bob; carol: ok by carol")
+        );
+        assert_eq!(decision.decided_at_ms, 30);
+        assert_eq!(state.pending_approvals().count(), 0);
+
+        state.apply(&Record::ApprovalSessionEnded {
+            session: "s".into(),
+            at_ms: 40,
+        });
+        assert_eq!(state.approvals["a"].session_ended_at_ms, Some(40));
+        // A later end of the same session keeps the first time.
+        state.apply(&Record::ApprovalSessionEnded {
+            session: "s".into(),
+            at_ms: 50,
+        });
+        assert_eq!(state.approvals["a"].session_ended_at_ms, Some(40));
+
+        // Ended requests are kept for `keep_ms`, pending ones whatever their age.
+        state.apply(&Record::ApprovalRequested {
+            approval: approval("old-pending", "s2", 0),
+        });
+        state.prune(30 + 100, 100, 1_000_000);
+        assert!(state.approvals.contains_key("a"));
+        state.prune(30 + 101, 100, 1_000_000);
+        let left: Vec<&str> = state.approvals.keys().map(String::as_str).collect();
+        assert_eq!(left, ["old-pending"]);
+    }
+
+    #[test]
+    fn the_snapshot_carries_recent_decisions_and_lasting_approvals_of_live_sessions() {
+        let timeout = 600_000;
+        let decided = 1_000_000;
+        let mut state = State::default();
+        let approved = |scope| ApprovalStatus::Approved {
+            at_ms: decided,
+            scope,
+        };
+        for (id, session, status) in [
+            ("once", "s1", approved(ApprovalScope::Statement)),
+            ("every", "s1", approved(ApprovalScope::Fingerprint)),
+            (
+                "no",
+                "s1",
+                ApprovalStatus::Denied {
+                    by: "olga".into(),
+                    reason: None,
+                    at_ms: decided,
+                },
+            ),
+            ("ended", "s2", approved(ApprovalScope::Fingerprint)),
+            ("waiting", "s1", ApprovalStatus::Pending),
+            (
+                "gone",
+                "s1",
+                ApprovalStatus::Withdrawn {
+                    reason: "timed out".into(),
+                    at_ms: decided,
+                },
+            ),
+        ] {
+            state.apply(&Record::ApprovalRequested {
+                approval: approval(id, session, 0),
+            });
+            state.apply(&Record::ApprovalDecided {
+                id: id.into(),
+                status,
+            });
+        }
+        state.apply(&Record::ApprovalSessionEnded {
+            session: "s2".into(),
+            at_ms: decided,
+        });
+        let ids = |now| -> Vec<String> {
+            state
+                .carried_decisions(now, timeout)
+                .into_iter()
+                .map(|d| d.id)
+                .collect()
+        };
+        let window_end = decided + timeout + DECISION_MARGIN_MS;
+        assert_eq!(ids(decided), ["every", "no", "once"]);
+        assert_eq!(ids(window_end), ["every", "no", "once"]);
+        assert_eq!(ids(window_end + 1), ["every"]);
+        let lasting_end = decided + FINGERPRINT_APPROVAL_MAX_AGE_MS;
+        assert_eq!(ids(lasting_end), ["every"]);
+        assert!(ids(lasting_end + 1).is_empty());
+    }
+
+    #[test]
+    fn narrowest_scope_wins() {
+        use ApprovalScope::{Fingerprint, Statement};
+        assert_eq!(Fingerprint.narrowest(Fingerprint), Fingerprint);
+        assert_eq!(Fingerprint.narrowest(Statement), Statement);
+        assert_eq!(Statement.narrowest(Fingerprint), Statement);
+        assert_eq!(ApprovalScope::default(), Statement);
     }
 
     #[test]

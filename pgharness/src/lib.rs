@@ -8,7 +8,8 @@
 //! again on [`Drop`]. [`demo::seed_shop`] fills a cluster with the synthetic
 //! `shop` database the demo and masking tests use. [`http::DocumentServer`] is a
 //! loopback HTTP endpoint serving one replaceable JSON document (an identity provider's
-//! JWKS in the OIDC tests).
+//! JWKS in the OIDC tests); [`http::WebhookReceiver`] one that records what is posted to it
+//! (webhook deliveries), answering 500 when told to.
 //!
 //! # What it must never do
 //!
