@@ -142,6 +142,7 @@ fn policy_config() -> PolicyConfig {
     PolicyConfig {
         default_max_grant: h(8),
         rules,
+        ..PolicyConfig::default()
     }
 }
 
@@ -195,6 +196,8 @@ fn content(now_ms: u64) -> SnapshotContent {
         policy: policy_config(),
         grants,
         revocations,
+        approvals: vec![],
+        approval_timeout_ms: 600_000,
     }
 }
 
@@ -285,6 +288,7 @@ fn gate(c: &mut Criterion) {
         subject.user,
         subject.groups,
         "shop",
+        &view,
         &decision,
         now_ms,
     );

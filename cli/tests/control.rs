@@ -8,105 +8,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{run, scrub_env, start_control, Gateway, Options, Proc};
+use support::{run, scrub_env, start_control, Gateway, Options, Proc, Session};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// An interactive psql whose stdout and stderr lines can be awaited. It keeps going after
-/// an error, as a person at the prompt would.
-struct Session {
-    proc: Proc,
-    stdin: ChildStdin,
-    out: Receiver<String>,
-    err: Receiver<String>,
-}
-
-fn lines_of<R: std::io::Read + Send + 'static>(pipe: R) -> Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-impl Session {
-    fn open(gw: &Gateway, user: &str, token: &str) -> Session {
-        let mut cmd = Command::new("psql");
-        scrub_env(&mut cmd);
-        cmd.args(["-X", "-A", "-t", "-q"])
-            .arg(gw.conninfo(user, ""))
-            .env("PGPASSWORD", token)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::spawn("psql session", &mut cmd, None);
-        let stdin = proc.child_mut().stdin.take().expect("stdin");
-        let out = lines_of(proc.child_mut().stdout.take().expect("stdout"));
-        let err = lines_of(proc.child_mut().stderr.take().expect("stderr"));
-        let mut session = Session {
-            proc,
-            stdin,
-            out,
-            err,
-        };
-        session.send("SELECT 'ready';");
-        session.expect_out("ready");
-        session
-    }
-
-    fn send(&mut self, sql: &str) {
-        writeln!(self.stdin, "{sql}").expect("write to psql");
-        self.stdin.flush().expect("flush psql");
-    }
-
-    fn expect_out(&self, want: &str) {
-        let deadline = Instant::now() + MINUTE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.out.recv_timeout(left) {
-                Ok(line) if line == want => return,
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "psql never printed {want:?} ({e:?}); stderr so far: {:?}",
-                    self.err.try_iter().collect::<Vec<_>>()
-                ),
-            }
-        }
-    }
-
-    /// Waits for a stderr line containing `needle`; returns everything read up to it.
-    fn expect_err(&self, needle: &str) -> String {
-        let deadline = Instant::now() + MINUTE;
-        let mut seen = String::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.err.recv_timeout(left) {
-                Ok(line) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                    if line.contains(needle) {
-                        return seen;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!("psql never printed {needle:?} on stderr; got:\n{seen}")
-                }
-            }
-        }
-    }
 }
 
 fn sluice_ok(gw: &Gateway, args: &[&str]) -> String {
@@ -189,7 +99,7 @@ fn sluice_revoke_ends_a_live_pg_sleep_and_refuses_the_old_token() {
 const FREEZE: &str = r#"
 [[policy.rules]]
 name = "freeze-app"
-groups = ["engineering"]
+groups = ["engineering", "dba"]
 resources = ["app"]
 access = "deny"
 "#;

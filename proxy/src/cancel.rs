@@ -23,6 +23,10 @@ pub struct CancelTarget {
     pub secret: Bytes,
     /// Resource name, for logs.
     pub resource: String,
+    /// Raised when a client's CancelRequest names this session: a statement the gateway
+    /// holds for approval (never sent, so the backend's cancel cannot reach it) is
+    /// withdrawn when it sees this.
+    pub cancel_requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Entry {
@@ -108,6 +112,7 @@ mod tests {
             pid: 42,
             secret: Bytes::from_static(&[9, 9, 9, 9]),
             resource: "shop".into(),
+            cancel_requested: Default::default(),
         }
     }
 

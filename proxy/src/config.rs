@@ -44,6 +44,10 @@ pub struct Config {
     /// Backends, keyed by the resource name that clients put in `dbname`.
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceConfig>,
+    /// Statements held for approval (control's section; its effect reaches the proxy
+    /// through the snapshot). Kept here only so the shared file parses.
+    #[serde(default)]
+    pub approvals: Option<toml::Value>,
     /// Directory that relative paths in this file are resolved against (the file's own
     /// directory); not read from the file.
     #[serde(skip)]
@@ -140,6 +144,10 @@ pub struct LimitsConfig {
     /// Per-direction read buffer of a session (bytes). Frames the gateway does not need to
     /// inspect stream through in pieces of this size, so memory stays flat for any result.
     pub buffer_bytes: usize,
+    /// Statement classifications each worker keeps, keyed by normalized text (so
+    /// statements that differ only in literals share one entry). A miss costs a full
+    /// parse (tens of µs); an entry costs about 1 KiB. `0` disables the cache.
+    pub classify_cache_entries: usize,
 }
 
 impl Default for LimitsConfig {
@@ -150,6 +158,7 @@ impl Default for LimitsConfig {
             handshake_timeout_secs: 15,
             backend_connect_timeout_secs: 5,
             buffer_bytes: 64 * 1024,
+            classify_cache_entries: 8192,
         }
     }
 }

@@ -196,7 +196,62 @@ access = "request"
 approvers = ["dba"]
 max_grant = "4h"
 
+# Statement rules: what each statement may do, decided before the database sees it. The
+# first matching rule wins; a statement no rule matches is refused (42501). `request`
+# holds the statement until an approver runs `sluice approvals approve ID`.
+[[policy.statements]]
+name = "only-dba-calls-dangerous-functions"
+groups = ["engineering", "support", "contractors"]
+resources = ["*"]
+flags = ["dangerous_function"]
+access = "deny"
+
+[[policy.statements]]
+name = "engineering-ddl-needs-approval"
+groups = ["engineering"]
+resources = ["*"]
+classes = ["ddl"]
+access = "request"
+approvers = ["dba"]
+
+[[policy.statements]]
+name = "engineering-bulk-changes-need-approval"
+groups = ["engineering"]
+resources = ["*"]
+flags = ["no_where"]
+access = "request"
+approvers = ["dba"]
+
+[[policy.statements]]
+name = "engineering-reads-and-writes"
+groups = ["engineering"]
+resources = ["*"]
+classes = ["read", "write", "transaction", "session", "copy_out"]
+access = "allow"
+
+[[policy.statements]]
+name = "support-reads"
+groups = ["support", "contractors"]
+resources = ["*"]
+classes = ["read", "transaction", "session"]
+access = "allow"
+
+[[policy.statements]]
+name = "dba-runs-anything"
+groups = ["dba"]
+resources = ["*"]
+classes = ["*", "copy_program"]
+access = "allow"
+
+[approvals]
+# A held statement not decided within this time is refused.
+timeout = "10m"
+# Distinct approvers needed (the requester never counts).
+min_approvals = 1
+
 [limits]
+# Statement classifications each worker caches (by normalized text). (default 8192)
+classify_cache_entries = 8192
 # Largest protocol message, bytes; checked from the length prefix before buffering. (default 1 GiB)
 max_message_bytes = 1073741824
 # Largest startup packet, bytes. (default 10000)

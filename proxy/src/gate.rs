@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sluice_control::content::{millis, View};
-use sluice_control::policy::{Decision, DenyKind, Subject, Via};
+use sluice_control::policy::{Decision, DenyKind, SessionStatementRules, Subject, Via};
 use sluice_control::service::{paths, ProxyEvent};
 use sluice_control::snapshot::{SnapshotError, Subscriber};
 use tracing::{error, info, warn};
@@ -66,6 +66,11 @@ pub struct SessionGate {
     recheck_at_ms: Cell<u64>,
     /// Set while statements are refused.
     statement_refusal: RefCell<Option<Refusal>>,
+    /// The statement rules that apply to this principal on this resource, from the view
+    /// of the last decision.
+    rules: RefCell<Option<SessionStatementRules>>,
+    /// Whether audit events keep statement literals (policy `audit_literals`).
+    audit_literals: Cell<bool>,
     /// Set when the session must end; the relay wakes on `ended`.
     termination: RefCell<Option<Refusal>>,
     /// Wakes the relay when the session must end.
@@ -76,6 +81,31 @@ impl SessionGate {
     /// Why the session must end, if it must.
     pub fn termination(&self) -> Option<Refusal> {
         self.termination.borrow().clone()
+    }
+
+    /// The statement rules in force for this session (`None` until a view allowed it).
+    pub fn statement_rules(&self) -> std::cell::Ref<'_, Option<SessionStatementRules>> {
+        self.rules.borrow()
+    }
+
+    /// Whether audit events keep statement literals.
+    pub fn audit_literals(&self) -> bool {
+        self.audit_literals.get()
+    }
+
+    /// The principal.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The principal's groups.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// The resource.
+    pub fn resource(&self) -> &str {
+        &self.resource
     }
 }
 
@@ -298,15 +328,24 @@ impl Gate {
     }
 
     /// Registers an admitted session.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
         id: String,
         subject: &str,
         groups: &[String],
         resource: &str,
+        view: &View,
         decision: &Decision<'_>,
         now_ms: u64,
     ) -> Rc<SessionGate> {
+        let rules = view.policy.statement_rules(
+            &Subject {
+                user: subject,
+                groups,
+            },
+            resource,
+        );
         let session = Rc::new(SessionGate {
             id: id.clone(),
             subject: subject.to_owned(),
@@ -318,6 +357,8 @@ impl Gate {
             epoch: Cell::new(self.epoch.get()),
             recheck_at_ms: Cell::new(u64::MAX),
             statement_refusal: RefCell::new(None),
+            rules: RefCell::new(Some(rules)),
+            audit_literals: Cell::new(view.policy.audit_literals()),
             termination: RefCell::new(None),
             ended: tokio::sync::Notify::new(),
         });
@@ -411,6 +452,9 @@ impl Gate {
         let decision = view.decide(&subject, &session.resource, now_ms, session.started_ms);
         match decision {
             Decision::Allow(allowed) => {
+                *session.rules.borrow_mut() =
+                    Some(view.policy.statement_rules(&subject, &session.resource));
+                session.audit_literals.set(view.policy.audit_literals());
                 session.recheck_at_ms.set(
                     allowed
                         .valid_until_ms

@@ -17,6 +17,7 @@
 //! where a log could print it, never reach a backend before the client is authenticated and
 //! admitted by policy, and never let one session's bad input end another session.
 
+pub mod audit;
 pub mod auth;
 pub mod backend_login;
 pub mod cancel;
@@ -27,6 +28,7 @@ pub mod gate;
 pub mod handshake;
 pub mod server;
 pub mod session;
+pub mod statements;
 pub mod tls;
 pub mod walker;
 

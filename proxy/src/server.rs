@@ -80,6 +80,10 @@ pub struct WorkerContext {
     pub tls: Option<monoio_rustls::TlsAcceptor>,
     /// Backends by resource name.
     pub backends: Arc<HashMap<String, BackendTarget>>,
+    /// This worker's statement classifier and its cache.
+    pub classifier: RefCell<sluice_classify::Classifier>,
+    /// This worker's statement audit file.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Shared {
@@ -399,11 +403,15 @@ async fn worker_main(
         seed.config.control.heartbeat,
         index,
     );
+    let classifier = sluice_classify::Classifier::new(seed.config.limits.classify_cache_entries);
+    let audit = crate::audit::AuditLog::open(&seed.config.state_dir(), index);
     let ctx = Rc::new(WorkerContext {
         config: seed.config,
         gate: RefCell::new(gate),
         tls: seed.tls.map(monoio_rustls::TlsAcceptor::from),
         backends: seed.backends,
+        classifier: RefCell::new(classifier),
+        audit,
     });
     let _ = ready.send(Ok(()));
     drop(ready);
@@ -428,7 +436,10 @@ async fn worker_main(
                     buf = b;
                     match result {
                         Ok(0) | Err(_) => return,
-                        Ok(_) => ctx.gate.borrow_mut().tick(std::time::SystemTime::now()),
+                        Ok(_) => {
+                            ctx.gate.borrow_mut().tick(std::time::SystemTime::now());
+                            ctx.audit.flush();
+                        }
                     }
                 }
             },

@@ -6,6 +6,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +20,7 @@ use sluice_codecs::{Decode, DecodeError, Limits};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::audit::{Answer, Approval, Pending, PendingStatement, SessionFacts};
 use crate::auth::{Principal, TokenError, TokenVerifier};
 use crate::backend_login::{BackendLogin, BackendReady, LoginStep};
 use crate::cancel::{self, CancelKey, CancelTarget};
@@ -27,8 +30,9 @@ use crate::handshake::{
     Authenticated, AwaitingPassword, AwaitingStartup, Refusal, StartupOutcome, Transport,
 };
 use crate::server::{BackendTarget, WorkerContext};
+use crate::statements::{Action, Checked, Guard, REFUSED};
 use crate::walker::FrameWalker;
-use sluice_control::content::millis;
+use sluice_control::content::{millis, ApprovalScope};
 use sluice_control::oidc::unverified_issuer;
 use sluice_control::policy::{Decision, Subject};
 use sluice_control::service::ProxyEvent;
@@ -387,6 +391,9 @@ async fn forward_cancel(pid: u32, secret: &[u8], peer: SocketAddr) {
         warn!(%peer, "cancel request with an unknown key");
         return;
     };
+    target
+        .cancel_requested
+        .store(true, std::sync::atomic::Ordering::Release);
     let mut packet = BytesMut::new();
     StartupPacket::CancelRequest {
         pid: target.pid,
@@ -569,12 +576,14 @@ async fn run_authenticated(
             return refuse(refusal);
         }
     };
+    let cancel_requested = Arc::new(AtomicBool::new(false));
     let key = ready.key.as_ref().map(|(pid, secret)| {
         CancelKey::register(CancelTarget {
             backend: target.addr,
             pid: *pid,
             secret: secret.clone(),
             resource: target.name.clone(),
+            cancel_requested: Arc::clone(&cancel_requested),
         })
     });
     info!(
@@ -582,9 +591,11 @@ async fn run_authenticated(
         groups = ?auth.principal().groups, user = auth.user(), resource = auth.resource(),
         tls = client.is_tls(), "session start"
     );
+    let mut guard = Guard::new();
     let mut hello = BytesMut::with_capacity(512);
     BackendMessage::Authentication(backend::Authentication::Ok).encode(&mut hello);
     for (name, value) in ready.parameters {
+        guard.parameter_status(&name, &value);
         BackendMessage::ParameterStatus { name, value }.encode(&mut hello);
     }
     BackendMessage::ParameterStatus {
@@ -615,14 +626,27 @@ async fn run_authenticated(
         resource: auth.resource().to_owned(),
         peer: peer.to_string(),
     });
+    let facts = SessionFacts {
+        session: session_id.to_string(),
+        user: auth.principal().subject.clone(),
+        groups: auth.principal().groups.clone(),
+        resource: auth.resource().to_owned(),
+    };
     let end = relay(
-        client,
-        backend,
-        leftover,
+        Link {
+            client,
+            backend,
+            leftover,
+        },
         ctx,
         counters,
-        &target.name,
         &session_gate,
+        Statements {
+            guard: RefCell::new(guard),
+            facts,
+            cancel_requested,
+            pending: RefCell::new(Pending::default()),
+        },
     )
     .await;
     if let End::Terminated(_) = &end {
@@ -690,6 +714,7 @@ fn admit(
         &principal.subject,
         &principal.groups,
         auth.resource(),
+        &view,
         &decision,
         now_ms,
     ))
@@ -824,17 +849,377 @@ async fn wind_down(backend_tx: &mut OwnedWriteHalf<Conn>, farewell: Farewell) {
     }
 }
 
-async fn relay(
+/// The two connections of a session, and what the client sent after its startup.
+struct Link {
     client: Conn,
     backend: Conn,
     leftover: BytesMut,
+}
+
+/// A session's statement state, shared by the relay's two directions (same task).
+struct Statements {
+    guard: RefCell<Guard>,
+    facts: SessionFacts,
+    cancel_requested: Arc<AtomicBool>,
+    pending: RefCell<Pending>,
+}
+
+/// The client's write half, shared by the downstream loop (which relays the backend) and
+/// the upstream loop (which must tell a client its statement is held). A frame of ours is
+/// only ever written between frames of the backend's.
+struct ClientWriter {
+    tx: RefCell<Option<OwnedWriteHalf<Conn>>>,
+    /// Whether everything written so far ends at a frame boundary.
+    at_boundary: Cell<bool>,
+    waiting: Cell<bool>,
+    returned: tokio::sync::Notify,
+}
+
+impl ClientWriter {
+    fn new(tx: OwnedWriteHalf<Conn>) -> ClientWriter {
+        ClientWriter {
+            tx: RefCell::new(Some(tx)),
+            at_boundary: Cell::new(true),
+            waiting: Cell::new(false),
+            returned: tokio::sync::Notify::new(),
+        }
+    }
+
+    async fn take(&self) -> OwnedWriteHalf<Conn> {
+        loop {
+            if let Some(tx) = self.tx.borrow_mut().take() {
+                return tx;
+            }
+            self.waiting.set(true);
+            self.returned.notified().await;
+        }
+    }
+
+    fn put(&self, tx: OwnedWriteHalf<Conn>) {
+        *self.tx.borrow_mut() = Some(tx);
+        if self.waiting.replace(false) {
+            self.returned.notify_waiters();
+        }
+    }
+
+    /// Relays backend bytes; `boundary_after` says whether they end between frames.
+    async fn relay(&self, bytes: Bytes, boundary_after: bool) -> std::io::Result<()> {
+        let mut tx = self.take().await;
+        self.at_boundary.set(false);
+        let result = write_all(&mut tx, bytes).await;
+        self.at_boundary.set(result.is_ok() && boundary_after);
+        self.put(tx);
+        result
+    }
+
+    /// Writes whole frames of the gateway's own once the stream is between frames.
+    async fn inject(&self, frames: Bytes) -> std::io::Result<()> {
+        loop {
+            if !self.at_boundary.get() {
+                self.waiting.set(true);
+                self.returned.notified().await;
+                continue;
+            }
+            let mut tx = self.take().await;
+            if !self.at_boundary.get() {
+                self.put(tx);
+                continue;
+            }
+            let result = write_all(&mut tx, frames).await;
+            self.at_boundary.set(result.is_ok());
+            self.put(tx);
+            return result;
+        }
+    }
+
+    /// Takes the writer for good (the session is ending), if no write is under way.
+    fn into_inner(self) -> Option<OwnedWriteHalf<Conn>> {
+        self.tx.into_inner()
+    }
+}
+
+/// Client frames the statement guard judges: Query, Parse, Bind, Execute, FunctionCall,
+/// and Close (which only updates its bookkeeping).
+const JUDGED_TAGS: [u8; 6] = [b'Q', b'P', b'B', b'E', b'F', b'C'];
+
+/// Judges one client frame: the session-level verdict first (revoked, outside hours,
+/// no fresh policy), then the statement rules.
+fn judge(
+    tag: u8,
+    body: &[u8],
+    ctx: &WorkerContext,
+    session: &SessionGate,
+    statements: &Statements,
+) -> Checked {
+    if STATEMENT_TAGS.contains(&tag) {
+        if let Some(refusal) = ctx.gate.borrow_mut().statement_check(session) {
+            return Checked::refuse(refusal);
+        }
+    }
+    let rules = session.statement_rules();
+    let Some(rules) = rules.as_ref() else {
+        return Checked::refuse(
+            Refusal::new(REFUSED, "no statement policy is in force for this session")
+                .hint("tell the gateway operator (sluice status)"),
+        );
+    };
+    let mut classifier = ctx.classifier.borrow_mut();
+    statements
+        .guard
+        .borrow_mut()
+        .check(tag, body, &mut classifier, rules)
+}
+
+/// The end of a hold.
+enum Held {
+    Approved(Approval),
+    Refused(Refusal, Option<Approval>),
+}
+
+/// Withdraws a request that is still pending when the session stops waiting for it.
+struct Outstanding<'a> {
+    ctx: &'a WorkerContext,
+    id: String,
+    reason: &'static str,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if let Ok(gate) = self.ctx.gate.try_borrow() {
+            gate.send_event(&ProxyEvent::ApprovalWithdrawn {
+                id: std::mem::take(&mut self.id),
+                reason: self.reason.to_owned(),
+            });
+        }
+    }
+}
+
+/// How often a held statement looks for its approver's decision.
+const HOLD_POLL: Duration = Duration::from_millis(100);
+/// Approval timeout when the snapshot does not say.
+const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Holds a statement until an approver decides, the request times out, or the client
+/// cancels. The statement has not been sent; the client is told why it waits.
+async fn hold_for_approval(
+    checked: &Checked,
+    ctx: &WorkerContext,
+    statements: &Statements,
+    writer: &ClientWriter,
+) -> Held {
+    let (Action::Hold(decision), Some(audited)) = (&checked.action, checked.audit.first()) else {
+        return Held::Refused(
+            Refusal::new(
+                REFUSED,
+                "internal error: a held statement without a decision",
+            ),
+            None,
+        );
+    };
+    let facts = &statements.facts;
+    let fingerprint = format!("{:016x}", audited.classification.fingerprint);
+    let view = match ctx.gate.borrow_mut().view() {
+        Ok(view) => view,
+        Err(refusal) => return Held::Refused(refusal, None),
+    };
+    if let Some(earlier) = view.fingerprint_approved(&facts.session, &fingerprint) {
+        statements
+            .guard
+            .borrow_mut()
+            .approve_fingerprint(audited.classification.fingerprint);
+        return Held::Approved(Approval {
+            id: earlier.id.clone(),
+            approvers: earlier.approvers.clone(),
+            approved: true,
+        });
+    }
+    let id = Uuid::now_v7().to_string();
+    let command = audited
+        .statement()
+        .map_or("statement", |s| s.command.as_str());
+    let rule = decision.rule.as_deref().unwrap_or("");
+    let mut text = audited.classification.normalized.clone();
+    if text.len() > 2048 {
+        let mut cut = 2048;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    let sent = ctx
+        .gate
+        .borrow()
+        .send_event(&ProxyEvent::ApprovalRequested {
+            id: id.clone(),
+            session: facts.session.clone(),
+            user: facts.user.clone(),
+            groups: facts.groups.clone(),
+            resource: facts.resource.clone(),
+            rule: rule.to_owned(),
+            statement: text,
+            fingerprint: fingerprint.clone(),
+            class: audited
+                .statement()
+                .map_or("unknown", |s| s.class.as_str())
+                .to_owned(),
+            requested_at_ms: millis(SystemTime::now()),
+        });
+    if !sent {
+        return Held::Refused(
+            Refusal::new(
+                REFUSED,
+                format!(
+                    "{} needs approval, but Sluice's approval service (its control process) cannot be reached",
+                    decision.message
+                ),
+            )
+            .hint("try again later, or tell the gateway operator (sluice status)"),
+            None,
+        );
+    }
+    let mut outstanding = Outstanding {
+        ctx,
+        id: id.clone(),
+        reason: "session ended",
+    };
+    let timeout = match view.approval_timeout_ms {
+        0 => DEFAULT_APPROVAL_TIMEOUT,
+        ms => Duration::from_millis(ms),
+    };
+    drop(view);
+    info!(
+        session = %facts.session, principal = %facts.user, resource = %facts.resource,
+        approval = %id, rule, fingerprint = %fingerprint, command,
+        "statement held for approval"
+    );
+    let mut notice = BytesMut::new();
+    backend::encode_notice(
+        &mut notice,
+        "NOTICE",
+        "01000",
+        &format!(
+            "held for approval: request {id} — an approver runs `sluice approvals approve {id}`"
+        ),
+        Some(&format!(
+            "{}. Approvers: {}. Waiting up to {}; cancel the statement (Ctrl-C) to withdraw the request. Session {}.",
+            decision.message,
+            decision.approvers.join(", "),
+            humanize(timeout),
+            facts.session
+        )),
+    );
+    if writer.inject(notice.freeze()).await.is_err() {
+        return Held::Refused(Refusal::new("08006", "the client went away"), None);
+    }
+    statements.cancel_requested.store(false, Ordering::Release);
+    let deadline = Instant::now() + timeout;
+    loop {
+        monoio::time::sleep(HOLD_POLL).await;
+        if statements.cancel_requested.swap(false, Ordering::AcqRel) {
+            outstanding.reason = "cancelled by the client";
+            info!(session = %facts.session, approval = %id, "held statement cancelled by the client; request withdrawn");
+            return Held::Refused(
+                Refusal::new(
+                    "57014",
+                    format!(
+                        "canceling statement due to user request; approval request {id} withdrawn"
+                    ),
+                ),
+                None,
+            );
+        }
+        if Instant::now() >= deadline {
+            outstanding.reason = "timed out";
+            warn!(session = %facts.session, approval = %id, "approval request timed out");
+            return Held::Refused(
+                Refusal::new(
+                    REFUSED,
+                    format!(
+                        "approval request {id} was not decided within {}; the statement was not run",
+                        humanize(timeout)
+                    ),
+                )
+                .hint("ask an approver to look at `sluice approvals list`, then run the statement again"),
+                None,
+            );
+        }
+        let view = match ctx.gate.borrow_mut().view() {
+            Ok(view) => view,
+            Err(refusal) => {
+                outstanding.reason = "policy snapshot unavailable";
+                return Held::Refused(refusal, None);
+            }
+        };
+        let Some(decided) = view.approval(&id) else {
+            continue;
+        };
+        // Decided: nothing to withdraw.
+        outstanding.id.clear();
+        std::mem::forget(outstanding);
+        let approval = Approval {
+            id: id.clone(),
+            approvers: decided.approvers.clone(),
+            approved: decided.approved,
+        };
+        if decided.approved {
+            if decided.scope == ApprovalScope::Fingerprint {
+                statements
+                    .guard
+                    .borrow_mut()
+                    .approve_fingerprint(audited.classification.fingerprint);
+            }
+            info!(session = %facts.session, approval = %id, approvers = ?decided.approvers, "held statement approved; sending it");
+            return Held::Approved(approval);
+        }
+        let reason = decided
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        info!(session = %facts.session, approval = %id, approvers = ?decided.approvers, "held statement refused by an approver");
+        return Held::Refused(
+            Refusal::new(
+                REFUSED,
+                format!(
+                    "approval request {id} was refused by {}{reason}",
+                    decided.approvers.join(", ")
+                ),
+            )
+            .hint("the statement was not run; talk to the approver"),
+            Some(approval),
+        );
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    humantime_like(d.as_secs())
+}
+
+fn humantime_like(secs: u64) -> String {
+    match secs {
+        s if s % 3600 == 0 && s >= 3600 => format!("{} h", s / 3600),
+        s if s % 60 == 0 && s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+async fn relay(
+    link: Link,
     ctx: &WorkerContext,
     counters: &Counters,
-    resource: &str,
     session: &SessionGate,
+    statements: Statements,
 ) -> End {
-    let (mut client_rx, mut client_tx) = client.into_split();
+    let Link {
+        client,
+        backend,
+        leftover,
+    } = link;
+    let resource = session.resource();
+    let (mut client_rx, client_tx) = client.into_split();
     let (mut backend_rx, mut backend_tx) = backend.into_split();
+    let writer = ClientWriter::new(client_tx);
     let buffer = ctx.config.limits.buffer_bytes;
     let max_len = ctx.config.limits.max_message_bytes;
 
@@ -851,47 +1236,80 @@ async fn relay(
         let mut buf = leftover;
         // Sync points forwarded (Query, FunctionCall, Sync): each yields one ReadyForQuery.
         let mut syncs_sent: u64 = 0;
+        // The verdict on the frame at the front of `buf`, once a hold has settled it.
+        let mut settled: Option<(Checked, Option<Approval>)> = None;
         loop {
             if !buf.is_empty() {
                 let mut terminated = false;
-                let mut statements = 0;
+                let mut statements_seen = 0;
                 // A refused frame is held whole (so it can be cut out) and replaced by a
                 // statement that fails on the backend: the backend then aborts the
                 // transaction and answers in order, and downstream rewrites its error.
-                let verdict: RefCell<Option<Refusal>> = RefCell::new(None);
                 let mut replace: Vec<Replacement> = Vec::new();
-                let walked = walker.walk(
+                let mut held: Option<Checked> = None;
+                let walked = walker.walk_until(
                     &buf,
-                    |tag| {
-                        let check = if STATEMENT_TAGS.contains(&tag) {
-                            ctx.gate.borrow_mut().statement_check(session)
-                        } else {
-                            None
-                        };
-                        let refuse = check.is_some();
-                        *verdict.borrow_mut() = check;
-                        refuse
-                    },
-                    |header, offset, _| {
-                        if let Some(refusal) = verdict.borrow_mut().take() {
-                            replace.push(Replacement {
-                                offset,
-                                len: header.frame_len(),
-                                tag: header.tag,
-                                window: syncs_sent,
-                                refusal,
-                            });
+                    |tag| JUDGED_TAGS.contains(&tag),
+                    |header, offset, body| {
+                        let tag = header.tag;
+                        if JUDGED_TAGS.contains(&tag) {
+                            let (mut checked, approval) = match settled.take() {
+                                Some(done) => done,
+                                None => (judge(tag, body, ctx, session, &statements), None),
+                            };
+                            let refused_now = match &checked.action {
+                                Action::Hold(_) => {
+                                    held = Some(checked);
+                                    return false;
+                                }
+                                Action::Refuse(refusal) => {
+                                    replace.push(Replacement {
+                                        offset,
+                                        len: header.frame_len(),
+                                        tag,
+                                        window: syncs_sent,
+                                        refusal: refusal.clone(),
+                                    });
+                                    true
+                                }
+                                Action::Forward => false,
+                            };
+                            if !checked.audit.is_empty() {
+                                let raw = session.audit_literals().then(|| {
+                                    let text = body
+                                        .split(|&b| b == 0)
+                                        .nth(usize::from(tag == b'P'))
+                                        .unwrap_or(body);
+                                    String::from_utf8_lossy(text).into_owned()
+                                });
+                                let now = Instant::now();
+                                let now_ms = millis(SystemTime::now());
+                                let mut pending = statements.pending.borrow_mut();
+                                for audited in checked.audit.drain(..) {
+                                    pending.push(PendingStatement {
+                                        window: syncs_sent,
+                                        audited,
+                                        approval: approval.clone(),
+                                        raw: raw.clone(),
+                                        sent: now,
+                                        sent_ms: now_ms,
+                                        refused: refused_now,
+                                    });
+                                }
+                            }
+                            statements.guard.borrow_mut().forwarded(checked);
                         }
-                        match header.tag {
+                        match tag {
                             b'Q' | b'F' => {
-                                statements += 1;
+                                statements_seen += 1;
                                 syncs_sent += 1;
                             }
-                            b'E' => statements += 1,
+                            b'E' => statements_seen += 1,
                             b'S' => syncs_sent += 1,
                             TERMINATE => terminated = true,
                             _ => {}
                         }
+                        true
                     },
                 );
                 let walked = match walked {
@@ -904,7 +1322,7 @@ async fn relay(
                 };
                 counters
                     .statements
-                    .set(counters.statements.get() + statements);
+                    .set(counters.statements.get() + statements_seen);
                 if walked.forward > 0 {
                     counters
                         .bytes_from_client
@@ -923,6 +1341,18 @@ async fn relay(
                     upstream_end.set(Some(End::ClientClosed));
                     wind_down(&mut backend_tx, Farewell::AlreadySent).await;
                     return End::ClientClosed;
+                }
+                if let Some(checked) = held {
+                    // Everything before the held frame is on its way; the frame itself
+                    // (and whatever the client pipelined after it) waits here.
+                    let outcome = hold_for_approval(&checked, ctx, &statements, &writer).await;
+                    settled = Some(match outcome {
+                        Held::Approved(approval) => (checked.settle(None), Some(approval)),
+                        Held::Refused(refusal, approval) => {
+                            (checked.settle(Some(refusal)), approval)
+                        }
+                    });
+                    continue;
                 }
                 if let Some(need) = walked.need_capacity {
                     buf.reserve(need.saturating_sub(buf.len()));
@@ -949,9 +1379,6 @@ async fn relay(
         }
     };
 
-    // Whether the bytes sent to the client so far end exactly at a frame boundary, so the
-    // gateway may append a FATAL of its own when the session ends.
-    let client_at_boundary = Cell::new(true);
     let downstream = async {
         let mut walker = FrameWalker::new(max_len);
         let mut buf = BytesMut::with_capacity(buffer);
@@ -976,26 +1403,65 @@ async fn relay(
             let mut rewrites: Vec<(usize, usize, Refusal)> = Vec::new();
             // Count ReadyForQuery frames (one compare per frame header) so that a refused
             // statement's window is known; while one is in flight, that window's first
-            // ErrorResponse is held whole and rewritten into the policy error.
+            // ErrorResponse is rewritten into the policy error. Answers to statements
+            // (CommandComplete, errors) close their audit events.
             let due = |window: u64| refused.borrow().front().is_some_and(|(w, _)| *w == window);
             let windows = Cell::new(windows_seen);
             let walked = walker.walk(
                 &buf,
-                |tag| tag == b'E' && due(windows.get()),
+                |tag| matches!(tag, b'C' | b'E' | b'S'),
                 |header, offset, body| match header.tag {
-                    b'E' if due(windows.get()) => {
-                        if let Some((_, refusal)) = refused.borrow_mut().pop_front() {
-                            if error_code(body) == Some(SENTINEL_SQLSTATE.as_bytes()) {
+                    b'E' => {
+                        let mut code = error_code(body)
+                            .and_then(|c| std::str::from_utf8(c).ok())
+                            .unwrap_or("XX000");
+                        let ours = if due(windows.get()) {
+                            refused.borrow_mut().pop_front()
+                        } else {
+                            None
+                        };
+                        let rewritten;
+                        if let Some((_, refusal)) = ours {
+                            if code == SENTINEL_SQLSTATE {
+                                rewritten = refusal.sqlstate.clone();
+                                code = &rewritten;
                                 rewrites.push((offset, header.frame_len(), refusal));
                             }
                         }
+                        statements.pending.borrow_mut().answer(
+                            Answer::Error(code),
+                            &statements.facts,
+                            &ctx.audit,
+                        );
+                    }
+                    b'C' => statements.pending.borrow_mut().answer(
+                        Answer::Complete(body),
+                        &statements.facts,
+                        &ctx.audit,
+                    ),
+                    b'I' | b's' | b'V' => statements.pending.borrow_mut().answer(
+                        Answer::Other,
+                        &statements.facts,
+                        &ctx.audit,
+                    ),
+                    b'S' => {
+                        let mut fields = body.split(|&b| b == 0);
+                        if let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                            statements.guard.borrow_mut().parameter_status(name, value);
+                        }
                     }
                     b'Z' => {
-                        windows.set(windows.get() + 1);
+                        let closed = windows.get();
+                        windows.set(closed + 1);
                         let mut queue = refused.borrow_mut();
                         while queue.front().is_some_and(|(w, _)| *w < windows.get()) {
                             queue.pop_front();
                         }
+                        statements.pending.borrow_mut().window_closed(
+                            closed,
+                            &statements.facts,
+                            &ctx.audit,
+                        );
                     }
                     _ => {}
                 },
@@ -1017,11 +1483,9 @@ async fn relay(
                 } else {
                     rewrite_errors(&out, rewrites)
                 };
-                client_at_boundary.set(false);
-                if let Err(e) = write_all(&mut client_tx, out).await {
+                if let Err(e) = writer.relay(out, walker.at_boundary()).await {
                     return (End::Io("client", e), false);
                 }
-                client_at_boundary.set(walker.at_boundary());
             }
             if let Some(need) = walked.need_capacity {
                 buf.reserve(need.saturating_sub(buf.len()));
@@ -1032,15 +1496,19 @@ async fn relay(
     // One task, two loops; whichever ends first ends the session and drops the other,
     // which cancels its pending read. No per-I/O select on the hot path.
     let (end, backend_at_boundary) = monoio::select! {
-        end = upstream => (end, client_at_boundary.get()),
+        end = upstream => (end, writer.at_boundary.get()),
         (end, at_boundary) = downstream => (end, at_boundary),
         _ = session.ended.notified() => {
             let refusal = session.termination().unwrap_or_else(|| {
                 Refusal::new("57P01", "terminating connection by order of the gateway")
             });
-            (End::Terminated(refusal), client_at_boundary.get())
+            (End::Terminated(refusal), writer.at_boundary.get())
         }
     };
+    statements
+        .pending
+        .borrow_mut()
+        .abandon(&statements.facts, &ctx.audit);
     // When the client side ended first, its reason stands, whatever the backend did while
     // it wound down.
     let end = upstream_end.take().unwrap_or(end);
@@ -1060,14 +1528,18 @@ async fn relay(
         End::Terminated(refusal) => Some(refusal.clone()),
         _ => None,
     };
-    if let Some(notice) = notice {
-        // A FATAL can only be injected between frames; mid-frame the client will see the
-        // connection close instead.
-        if backend_at_boundary {
-            let _ = write_all(&mut client_tx, notice.to_bytes()).await;
+    // A write cut short when its loop was dropped leaves no writer behind; the client
+    // then just sees the connection close.
+    if let Some(mut client_tx) = writer.into_inner() {
+        if let Some(notice) = notice {
+            // A FATAL can only be injected between frames; mid-frame the client will see
+            // the connection close instead.
+            if backend_at_boundary {
+                let _ = write_all(&mut client_tx, notice.to_bytes()).await;
+            }
         }
+        let _ = client_tx.shutdown().await;
     }
-    let _ = client_tx.shutdown().await;
     end
 }
 

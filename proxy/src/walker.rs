@@ -48,8 +48,24 @@ impl FrameWalker {
     pub fn walk(
         &mut self,
         buf: &[u8],
-        mut inspect: impl FnMut(u8) -> bool,
+        inspect: impl FnMut(u8) -> bool,
         mut on_frame: impl FnMut(FrameHeader, usize, &[u8]),
+    ) -> Result<Walked, DecodeError> {
+        self.walk_until(buf, inspect, |header, offset, body| {
+            on_frame(header, offset, body);
+            true
+        })
+    }
+
+    /// [`walk`](Self::walk), except that `on_frame` may return `false` for an inspected
+    /// frame to stop in front of it: the frame is not released (`forward` ends where it
+    /// begins) and the next walk starts with it again. Returning `false` for a frame that
+    /// is not inspected has no effect.
+    pub fn walk_until(
+        &mut self,
+        buf: &[u8],
+        mut inspect: impl FnMut(u8) -> bool,
+        mut on_frame: impl FnMut(FrameHeader, usize, &[u8]) -> bool,
     ) -> Result<Walked, DecodeError> {
         let mut pos = self.passthrough_left.min(buf.len());
         self.passthrough_left -= pos;
@@ -74,7 +90,12 @@ impl FrameWalker {
             if inspect(header.tag) {
                 match rest.get(5..frame_len) {
                     Some(body) => {
-                        on_frame(header, pos, body);
+                        if !on_frame(header, pos, body) {
+                            return Ok(Walked {
+                                forward: pos,
+                                need_capacity: None,
+                            });
+                        }
                         pos += frame_len;
                     }
                     None => {
@@ -85,7 +106,7 @@ impl FrameWalker {
                     }
                 }
             } else {
-                on_frame(header, pos, &[]);
+                let _ = on_frame(header, pos, &[]);
                 if rest.len() >= frame_len {
                     pos += frame_len;
                 } else {
@@ -183,6 +204,35 @@ mod tests {
                 need_capacity: Some(q.len())
             }
         );
+    }
+
+    #[test]
+    fn a_walk_can_stop_in_front_of_an_inspected_frame_and_resume_with_it() {
+        let mut stream = frame(b'P', b"a\0");
+        stream.extend(frame(b'E', b"\0\0\0\0\0"));
+        stream.extend(frame(b'S', b""));
+        let mut walker = FrameWalker::new(1 << 20);
+        let walked = walker
+            .walk_until(&stream, |t| t == b'E', |h, _, _| h.tag != b'E')
+            .expect("ok");
+        assert_eq!(
+            walked.forward, 7,
+            "the Parse is released, the Execute is not"
+        );
+        assert!(walker.at_boundary());
+        let mut seen = Vec::new();
+        let walked = walker
+            .walk_until(
+                &stream[7..],
+                |t| t == b'E',
+                |h, _, _| {
+                    seen.push(h.tag);
+                    true
+                },
+            )
+            .expect("ok");
+        assert_eq!(walked.forward, stream.len() - 7);
+        assert_eq!(seen, vec![b'E', b'S']);
     }
 
     #[test]

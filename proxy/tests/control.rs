@@ -69,7 +69,7 @@ where
 const FREEZE: &str = r#"
 [[policy.rules]]
 name = "freeze-app"
-groups = ["engineering"]
+groups = ["engineering", "dba"]
 resources = ["app"]
 access = "deny"
 "#;
@@ -249,7 +249,7 @@ async fn just_in_time_grants_open_and_close_access() {
         own.contains("may not approve") || own.contains("person who made it"),
         "{own}"
     );
-    let engineer = fx.token("erin");
+    let engineer = mint(&fx, "erin", &["engineering"]);
     let err = admin(
         &fx,
         AdminRequest::AccessApprove {

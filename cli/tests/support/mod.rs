@@ -7,10 +7,11 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the fixture
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -414,10 +415,11 @@ impl Gateway {
         run(&mut cmd, Duration::from_secs(60))
     }
 
-    /// A one-hour token for `user` (group `engineering`).
+    /// A one-hour token for `user` in group `dba` (the demo policy lets it run any
+    /// statement; tests of statement policy mint their own).
     pub fn token(&self, user: &str) -> String {
         self.deployment
-            .mint(user, &["engineering"], Duration::from_secs(3600))
+            .mint(user, &["dba"], Duration::from_secs(3600))
             .expect("mint")
     }
 
@@ -477,4 +479,95 @@ pub fn start_control(deployment: &Deployment, dir: &Path) -> Proc {
         std::thread::sleep(Duration::from_millis(20));
     }
     proc
+}
+
+/// How long a [`Session`] waits for a line before calling it a hang.
+const SESSION_WAIT: Duration = Duration::from_secs(60);
+
+/// An interactive psql whose stdout and stderr lines can be awaited. It keeps going after
+/// an error, as a person at the prompt would.
+pub struct Session {
+    pub proc: Proc,
+    stdin: ChildStdin,
+    out: Receiver<String>,
+    err: Receiver<String>,
+}
+
+fn lines_of<R: std::io::Read + Send + 'static>(pipe: R) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Session {
+    pub fn open(gw: &Gateway, user: &str, token: &str) -> Session {
+        let mut cmd = Command::new("psql");
+        scrub_env(&mut cmd);
+        cmd.args(["-X", "-A", "-t", "-q"])
+            .arg(gw.conninfo(user, ""))
+            .env("PGPASSWORD", token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn("psql session", &mut cmd, None);
+        let stdin = proc.child_mut().stdin.take().expect("stdin");
+        let out = lines_of(proc.child_mut().stdout.take().expect("stdout"));
+        let err = lines_of(proc.child_mut().stderr.take().expect("stderr"));
+        let mut session = Session {
+            proc,
+            stdin,
+            out,
+            err,
+        };
+        session.send("SELECT 'ready';");
+        session.expect_out("ready");
+        session
+    }
+
+    pub fn send(&mut self, sql: &str) {
+        writeln!(self.stdin, "{sql}").expect("write to psql");
+        self.stdin.flush().expect("flush psql");
+    }
+
+    pub fn expect_out(&self, want: &str) {
+        let deadline = Instant::now() + SESSION_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(line) if line == want => return,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "psql never printed {want:?} ({e:?}); stderr so far: {:?}",
+                    self.err.try_iter().collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns everything read up to it.
+    pub fn expect_err(&self, needle: &str) -> String {
+        let deadline = Instant::now() + SESSION_WAIT;
+        let mut seen = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(needle) {
+                        return seen;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    panic!("psql never printed {needle:?} on stderr; got:\n{seen}")
+                }
+            }
+        }
+    }
 }

@@ -155,10 +155,11 @@ impl Fixture {
         OwnedGateway(Some(self.gateway.take().expect("gateway already taken")))
     }
 
-    /// A valid one-hour token for `user`.
+    /// A valid one-hour token for `user`, in group `dba` (the demo policy lets it run any
+    /// statement; tests of statement policy mint their own).
     pub fn token(&self, user: &str) -> String {
         self.deployment
-            .mint(user, &["engineering"], Duration::from_secs(3600))
+            .mint(user, &["dba"], Duration::from_secs(3600))
             .expect("mint token")
     }
 
@@ -166,7 +167,7 @@ impl Fixture {
     pub fn token_at(&self, user: &str, ttl: Duration, issued_at: SystemTime) -> String {
         let ring = Keyring::open_or_create(&paths::keys_dir(&self.deployment.state_dir), issued_at)
             .expect("keyring");
-        ring.mint("sluice", user, &["engineering".to_owned()], ttl, issued_at)
+        ring.mint("sluice", user, &["dba".to_owned()], ttl, issued_at)
             .expect("mint token")
     }
 
