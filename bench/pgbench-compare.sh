@@ -4,6 +4,12 @@
 # ratio to direct, and the gateway's CPU time per transaction (utime+stime from /proc).
 #
 #   bash bench/pgbench-compare.sh [--clients 8] [--seconds 8] [--rounds 3] [--modes "simple prepared"] [--scale 10] [--no-pgbouncer]
+#                                 [--policy-off] [--targets "direct sluice-io_uring-w2 ..."]
+#
+# --policy-off also builds a benchmark-only gateway without statement policy (cargo feature
+# bench-no-statement-policy: no classification, no statement rules, no statement audit) and
+# adds it as sluice-nopolicy-w1/-w2, so the cost of statement policy is measured in the same
+# interleaved run. --targets restricts (and orders) the targets.
 #
 # Every target is reached over plain TCP on loopback (sslmode=disable), so the comparison is
 # like for like; PgBouncer (session pooling, installed from Debian's packages when missing)
@@ -11,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-clients=8 seconds=8 rounds=3 modes="simple extended prepared" scale=10 pgbouncer=1
+clients=8 seconds=8 rounds=3 modes="simple extended prepared" scale=10 pgbouncer=1 policy_off=0 only_targets=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --clients) clients=$2; shift 2 ;;
@@ -20,6 +26,8 @@ while [ $# -gt 0 ]; do
         --modes) modes=$2; shift 2 ;;
         --scale) scale=$2; shift 2 ;;
         --no-pgbouncer) pgbouncer=0; shift ;;
+        --policy-off) policy_off=1; shift ;;
+        --targets) only_targets=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -27,6 +35,10 @@ done
 bash scripts/install-deps.sh
 cargo build --release -p sluice >&2
 bin=target/release/sluice
+if [ "$policy_off" = 1 ]; then
+    cargo build --release -p sluice --features bench-no-statement-policy --target-dir target/bench-no-policy >&2
+    nopolicy_bin=target/bench-no-policy/release/sluice
+fi
 work=$(mktemp -d /tmp/sluice-bench-XXXXXX)
 chmod 755 "$work" # PostgreSQL runs unprivileged below it when we are root
 pids=()
@@ -63,6 +75,18 @@ for variant in io_uring-w1 epoll-w1 epoll-w2; do
     for _ in $(seq 1 60); do port_open "$next_port" && break; sleep 0.25; done
     next_port=$((next_port + 1))
 done
+if [ "$policy_off" = 1 ]; then
+    for workers in 1 2; do
+        variant=nopolicy-w$workers
+        SLUICE_LOG=warn "$nopolicy_bin" proxy --config "$SLUICE_CONFIG" --driver io_uring --workers "$workers" \
+            --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
+        pids+=($!)
+        proxy_pid[sluice-$variant]=$!
+        proxy_port[sluice-$variant]=$next_port
+        for _ in $(seq 1 60); do port_open "$next_port" && break; sleep 0.25; done
+        next_port=$((next_port + 1))
+    done
+fi
 
 export PGPASSWORD_DIRECT=${DEMO_BACKEND_URL#*://*:}; PGPASSWORD_DIRECT=${PGPASSWORD_DIRECT%@*}
 direct_user=${DEMO_BACKEND_URL#*://}; direct_user=${direct_user%%:*}
@@ -110,7 +134,7 @@ run() { # target mode -> "tps cpu_us_per_txn"
     case "$target" in
         direct) conn="host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user"; pw=$PGPASSWORD_DIRECT ;;
         pgbouncer) conn="host=127.0.0.1 port=$port_bouncer dbname=shop user=$direct_user"; pw=x; pid=$bouncer_pid ;;
-        sluice-*) conn="host=127.0.0.1 port=${proxy_port[$target]} dbname=shop user=carol"; pw=$CAROL_TOKEN; pid=${proxy_pid[$target]} ;;
+        sluice-*) conn="host=127.0.0.1 port=${proxy_port[$target]} dbname=shop user=alice"; pw=$ALICE_TOKEN; pid=${proxy_pid[$target]} ;;
     esac
     local before=0 after=0 out tps txns
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
@@ -130,7 +154,9 @@ run() { # target mode -> "tps cpu_us_per_txn"
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "-"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
 targets="direct sluice-io_uring-w1 sluice-io_uring-w2 sluice-epoll-w1 sluice-epoll-w2"
+[ "$policy_off" = 1 ] && targets="$targets sluice-nopolicy-w1 sluice-nopolicy-w2"
 [ -n "$bouncer_pid" ] && targets="$targets pgbouncer"
+[ -n "$only_targets" ] && targets=$only_targets
 results="$work/results"; : >"$results"
 for mode in $modes; do
     for round in $(seq 1 "$rounds"); do

@@ -225,6 +225,15 @@ fn print_banner(dir: &Path, files: &DemoFiles, port: u16, keep: bool) {
     PGPASSWORD=$ALICE_TOKEN psql "host=localhost port=$SLUICE_PORT dbname=shop user=alice sslmode=verify-full sslrootcert={ca}"
     PGPASSWORD=wrong psql "host=127.0.0.1 port=$SLUICE_PORT dbname=shop user=carol"   # refused: 28P01
 
+  Statement policy: bob (support) may only read; alice (engineering) reads and writes, but
+  DDL and DELETE/UPDATE without WHERE wait for a dba; carol (dba) may run anything:
+    bob>   DELETE FROM customers;           -- ERROR 42501, naming the rule; bob's session goes on
+    alice> DROP TABLE orders;               -- NOTICE: held for approval: request ID ...
+    sluice approvals list                   # in a third terminal
+    sluice approvals approve ID --token $CAROL_TOKEN     # or: deny ID --reason "..." --token ...
+    sluice policy explain --user alice --groups engineering --resource shop --query "TRUNCATE orders"
+    sluice audit --statements --user bob    # one event per statement: class, rule, decision, rows
+
   Just-in-time access: dave (contractors) must ask, carol (dba) approves:
     PGPASSWORD=$DAVE_TOKEN psql "host=127.0.0.1 port=$SLUICE_PORT dbname=shop user=dave"  # refused: 42501, with a hint
     ID=$(sluice access request --resource shop --for 30m --reason "ticket 42" --token $DAVE_TOKEN)

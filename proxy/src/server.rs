@@ -190,6 +190,9 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listeners and starts the workers. Returns once every worker is accepting.
     pub fn start(config: Config) -> anyhow::Result<Gateway> {
+        if cfg!(feature = "bench-no-statement-policy") {
+            error!("this is a benchmark build (feature bench-no-statement-policy): statements are NOT checked against policy and NOT audited; never run it in front of real data");
+        }
         let shared = Shared::from_config(config)?;
         let workers = shared.config.worker_count();
         let driver = shared.config.listen.driver;

@@ -110,6 +110,11 @@ impl Checked {
         self
     }
 
+    /// A frame sent on without judging it (benchmark builds without statement policy).
+    pub fn unjudged() -> Checked {
+        Checked::forward()
+    }
+
     fn forward() -> Checked {
         Checked {
             action: Action::Forward,
