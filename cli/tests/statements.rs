@@ -121,6 +121,29 @@ fn readers_are_refused_risky_statements_are_held_and_a_dba_decides() {
     alice.send("SELECT count(*) FROM customers;");
     alice.expect_out("4");
 
+    // Approving with --scope fingerprint lets the same statement, with other literals, run
+    // again in this session without asking.
+    alice.send("UPDATE customers SET email = 'a@example.com';");
+    let held = alice.expect_err("held for approval: request");
+    let id = request_id(&held);
+    let ok = approvals(
+        &gw,
+        &[
+            "approve",
+            &id,
+            "--scope",
+            "fingerprint",
+            "--token",
+            &carol_token,
+        ],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    alice.send("SELECT 'first';");
+    alice.expect_out("first");
+    alice.send("UPDATE customers SET email = 'b@example.com';");
+    alice.send("SELECT count(*) FROM customers WHERE email = 'b@example.com';");
+    alice.expect_out("4");
+
     // Cancelling a held statement (Ctrl-C in psql) withdraws the request: the gateway sees
     // psql's CancelRequest even though the backend never saw the statement.
     alice.send("TRUNCATE customers;");

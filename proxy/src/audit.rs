@@ -3,9 +3,9 @@
 //! it, any approval, and how it ended (duration, rows from `CommandComplete`, SQLSTATE).
 //!
 //! Each worker appends to its own file (`state_dir/audit/statements-w<N>.jsonl`), so no
-//! worker waits on another. Lines are formatted into a worker-local buffer and written
-//! when it fills or on the gate's tick (every 100 ms): at most one tick of events is lost
-//! if the process is killed. Statement text is normalized (literals replaced) unless the
+//! worker waits on another. Lines are formatted into a worker-local buffer and handed to
+//! the worker's writer thread when it fills or on the gate's tick (every 100 ms): at most
+//! one tick of events is lost if the process is killed. Statement text is normalized (literals replaced) unless the
 //! policy says `audit_literals = true`.
 //!
 //! [`Pending`] pairs each forwarded statement with the backend's answer to it: answers
@@ -13,7 +13,7 @@
 //! `EmptyQueryResponse`, `PortalSuspended` or `FunctionCallResponse` each; statements
 //! that got none by their `ReadyForQuery` were skipped (an earlier error aborted them).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,27 +21,34 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
 use sluice_classify::{Class, Flag};
 use sluice_control::policy::StatementAccess;
 use tracing::{error, warn};
 
 use crate::statements::Audited;
 
-/// Buffer size at which events are written without waiting for the tick.
+/// Buffer size at which events are handed to the writer without waiting for the tick.
 const FLUSH_AT: usize = 64 * 1024;
+/// Buffers in flight to the writer thread; when they are all taken the worker waits (the
+/// disk slows the gateway down rather than events being dropped).
+const IN_FLIGHT: usize = 8;
 
-/// A worker's statement audit file.
+/// A worker's statement audit file. Formatting happens on the worker; the file is written
+/// by a thread of its own, so a slow disk never blocks the worker inside a system call
+/// (only, once [`IN_FLIGHT`] buffers are queued, on handing over the next one).
 pub struct AuditLog {
     path: PathBuf,
-    file: RefCell<Option<File>>,
     buf: RefCell<Vec<u8>>,
-    write_failures: Cell<u64>,
+    writer: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Buffers the writer has emptied, for reuse.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
 impl AuditLog {
     /// Opens (appending) worker `worker`'s file under `state_dir/audit`. A file that cannot
-    /// be opened is logged; events are then counted as lost, never silently.
+    /// be opened or written is logged (with a count of the events lost), never skipped
+    /// silently.
     pub fn open(state_dir: &Path, worker: usize) -> AuditLog {
         let dir = state_dir.join("audit");
         let path = dir.join(format!("statements-w{worker}.jsonl"));
@@ -58,11 +65,20 @@ impl AuditLog {
             })
             .map_err(|e| error!(path = %path.display(), error = %e, "cannot open the statement audit file; statement events will be lost"))
             .ok();
+        let (writer, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let (recycle, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let thread_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-audit-w{worker}"))
+            .spawn(move || write_events(file, thread_path, queue, recycle))
+            .map_err(|e| error!(error = %e, "cannot start the statement audit writer; statement events will be lost"))
+            .ok();
         AuditLog {
             path,
-            file: RefCell::new(file),
             buf: RefCell::new(Vec::with_capacity(FLUSH_AT + 4096)),
-            write_failures: Cell::new(0),
+            writer: thread.as_ref().map(|_| writer),
+            thread,
+            spare,
         }
     }
 
@@ -71,13 +87,13 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one event.
-    pub fn record(&self, event: &StatementEvent<'_>) {
+    /// Appends one event, written by `write` into the worker's buffer (one JSON object; the
+    /// newline is added here).
+    fn record(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let full = {
             let mut buf = self.buf.borrow_mut();
-            if serde_json::to_writer(&mut *buf, event).is_ok() {
-                buf.push(b'\n');
-            }
+            write(&mut buf);
+            buf.push(b'\n');
             buf.len() >= FLUSH_AT
         };
         if full {
@@ -85,32 +101,63 @@ impl AuditLog {
         }
     }
 
-    /// Writes buffered events to the file.
+    /// Hands the buffered events to the writer thread.
     pub fn flush(&self) {
         let mut buf = self.buf.borrow_mut();
         if buf.is_empty() {
             return;
         }
-        let mut file = self.file.borrow_mut();
-        match file.as_mut() {
-            Some(f) => {
-                if let Err(e) = f.write_all(&buf) {
-                    let failures = self.write_failures.get() + 1;
-                    self.write_failures.set(failures);
-                    if failures.is_power_of_two() {
-                        warn!(path = %self.path.display(), error = %e, failures, "could not write statement audit events");
-                    }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(FLUSH_AT + 4096));
+        let full = std::mem::replace(&mut *buf, next);
+        match &self.writer {
+            Some(writer) => {
+                if writer.send(full).is_err() {
+                    error!(path = %self.path.display(), "the statement audit writer has stopped; statement events are lost");
                 }
             }
-            None => self.write_failures.set(self.write_failures.get() + 1),
+            None => {
+                warn!(path = %self.path.display(), bytes = full.len(), "statement audit events lost: no writer")
+            }
         }
-        buf.clear();
     }
 }
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
         self.flush();
+        // Closing the channel lets the writer finish what is queued and stop.
+        self.writer = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: appends each buffer to the file, then offers it back for reuse.
+fn write_events(
+    mut file: Option<File>,
+    path: PathBuf,
+    queue: std::sync::mpsc::Receiver<Vec<u8>>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+) {
+    let mut failures: u64 = 0;
+    for mut events in queue {
+        let written = match file.as_mut() {
+            Some(f) => f.write_all(&events),
+            None => Err(std::io::Error::other("the audit file is not open")),
+        };
+        if let Err(e) = written {
+            failures += 1;
+            let lines = events.iter().filter(|&&b| b == b'\n').count();
+            if failures.is_power_of_two() {
+                error!(path = %path.display(), error = %e, lines, failures, "could not write statement audit events; they are lost");
+            }
+        }
+        events.clear();
+        let _ = recycle.try_send(events);
     }
 }
 
@@ -125,63 +172,31 @@ pub struct SessionFacts {
     pub groups: Vec<String>,
     /// Resource.
     pub resource: String,
+    /// `"session":…,"user":…,"groups":[…],"resource":…` as JSON, written once per session
+    /// rather than once per statement.
+    json: Vec<u8>,
 }
 
-/// One line of the statement audit file.
-#[derive(Debug, Serialize)]
-pub struct StatementEvent<'a> {
-    /// When the statement was sent (ms since the epoch).
-    pub time_ms: u64,
-    /// Session ID.
-    pub session: &'a str,
-    /// Principal.
-    pub user: &'a str,
-    /// Groups.
-    pub groups: &'a [String],
-    /// Resource.
-    pub resource: &'a str,
-    /// Fingerprint (16 hex digits).
-    #[serde(serialize_with = "hex16")]
-    pub fingerprint: u64,
-    /// Statement class.
-    pub class: Class,
-    /// Command (`SELECT`, `DROP TABLE`, ...).
-    pub command: &'a str,
-    /// Flags.
-    #[serde(serialize_with = "flag_names")]
-    pub flags: sluice_classify::Flags,
-    /// Tables.
-    pub tables: &'a [String],
-    /// `allow`, `deny`, or for held statements `approved` / `refused`.
-    pub decision: &'static str,
-    /// The statement rule that decided (`null`: no rule matched, default deny).
-    pub rule: Option<&'a str>,
-    /// Approval request ID, when the statement was held.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval: Option<&'a str>,
-    /// Who approved (or refused) it.
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub approvers: &'a [String],
-    /// From sending the statement to the backend's answer, in µs (including any wait for
-    /// approval).
-    pub duration_us: u64,
-    /// Rows affected or returned, from `CommandComplete`.
-    pub rows: Option<u64>,
-    /// SQLSTATE of the error, if it failed or was refused.
-    pub sqlstate: Option<&'a str>,
-    /// `completed`, `failed`, `refused` or `skipped` (not run: an earlier statement of its
-    /// query string or pipeline failed).
-    pub outcome: &'static str,
-    /// Statement text: normalized (literals replaced) unless policy keeps literals.
-    pub statement: &'a str,
-}
-
-fn hex16<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{v:016x}"))
-}
-
-fn flag_names<S: serde::Serializer>(v: &sluice_classify::Flags, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(Flag::as_str))
+impl SessionFacts {
+    /// Facts for a session.
+    pub fn new(session: String, user: String, groups: Vec<String>, resource: String) -> Self {
+        let mut json = Vec::with_capacity(128);
+        json.extend_from_slice(b"\"session\":");
+        json_str(&mut json, &session);
+        json.extend_from_slice(b",\"user\":");
+        json_str(&mut json, &user);
+        json.extend_from_slice(b",\"groups\":");
+        json_list(&mut json, groups.iter().map(String::as_str));
+        json.extend_from_slice(b",\"resource\":");
+        json_str(&mut json, &resource);
+        SessionFacts {
+            session,
+            user,
+            groups,
+            resource,
+            json,
+        }
+    }
 }
 
 /// How a held statement was settled.
@@ -283,6 +298,8 @@ impl Pending {
     }
 }
 
+/// Writes one event line. Hand-written rather than through serde: it runs once per
+/// statement on the worker, and the session's own fields are formatted once per session.
 fn emit(
     statement: &PendingStatement,
     outcome: &'static str,
@@ -305,30 +322,113 @@ fn emit(
         .raw
         .as_deref()
         .unwrap_or(&audited.classification.normalized);
-    log.record(&StatementEvent {
-        time_ms: statement.sent_ms,
-        session: &facts.session,
-        user: &facts.user,
-        groups: &facts.groups,
-        resource: &facts.resource,
-        fingerprint: audited.classification.fingerprint,
-        class: judged.map_or(Class::Unknown, |s| s.class),
-        command: judged.map_or("UNKNOWN", |s| s.command.as_str()),
-        flags: audited.decision.flags,
-        tables: judged.map_or(&[][..], |s| &s.tables),
-        decision,
-        rule: audited.decision.rule.as_deref(),
-        approval: statement.approval.as_ref().map(|a| a.id.as_str()),
-        approvers: statement
-            .approval
-            .as_ref()
-            .map_or(&[][..], |a| &a.approvers),
-        duration_us: statement.sent.elapsed().as_micros() as u64,
-        rows,
-        sqlstate,
-        outcome,
-        statement: text,
+    let duration_us = statement.sent.elapsed().as_micros() as u64;
+    let mut number = itoa::Buffer::new();
+    log.record(|out| {
+        out.extend_from_slice(b"{\"time_ms\":");
+        out.extend_from_slice(number.format(statement.sent_ms).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(&facts.json);
+        out.extend_from_slice(b",\"fingerprint\":\"");
+        out.extend_from_slice(&format_hex(audited.classification.fingerprint));
+        out.extend_from_slice(b"\",\"class\":\"");
+        out.extend_from_slice(
+            judged
+                .map_or(Class::Unknown, |s| s.class)
+                .as_str()
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"command\":");
+        json_str(out, judged.map_or("UNKNOWN", |s| s.command.as_str()));
+        out.extend_from_slice(b",\"flags\":");
+        json_list(out, audited.decision.flags.iter().map(Flag::as_str));
+        out.extend_from_slice(b",\"tables\":");
+        json_list(
+            out,
+            judged
+                .map_or(&[][..], |s| &s.tables)
+                .iter()
+                .map(String::as_str),
+        );
+        out.extend_from_slice(b",\"decision\":\"");
+        out.extend_from_slice(decision.as_bytes());
+        out.extend_from_slice(b"\",\"rule\":");
+        match audited.decision.rule.as_deref() {
+            Some(rule) => json_str(out, rule),
+            None => out.extend_from_slice(b"null"),
+        }
+        if let Some(approval) = &statement.approval {
+            out.extend_from_slice(b",\"approval\":");
+            json_str(out, &approval.id);
+            out.extend_from_slice(b",\"approvers\":");
+            json_list(out, approval.approvers.iter().map(String::as_str));
+        }
+        out.extend_from_slice(b",\"duration_us\":");
+        out.extend_from_slice(number.format(duration_us).as_bytes());
+        out.extend_from_slice(b",\"rows\":");
+        match rows {
+            Some(rows) => out.extend_from_slice(number.format(rows).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"sqlstate\":");
+        match sqlstate {
+            Some(code) => json_str(out, code),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"outcome\":\"");
+        out.extend_from_slice(outcome.as_bytes());
+        out.extend_from_slice(b"\",\"statement\":");
+        json_str(out, text);
+        out.push(b'}');
     });
+}
+
+fn format_hex(value: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// A JSON string: quote, backslash and control characters escaped (the text is valid UTF-8
+/// already).
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn json_list<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, item);
+    }
+    out.push(b']');
 }
 
 /// Rows from a `CommandComplete` tag: its last word, when it is a number (`SELECT 5`,
@@ -345,6 +445,27 @@ pub fn rows_from_tag(tag: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_json_and_facts_parse() {
+        let mut out = Vec::new();
+        json_str(&mut out, "a\"b\\c\nd\u{1}é");
+        let back: String = serde_json::from_slice(&out).expect("valid JSON string");
+        assert_eq!(back, "a\"b\\c\nd\u{1}é");
+        let facts = SessionFacts::new(
+            "s1".into(),
+            "bob \"the\" builder".into(),
+            vec!["support".into(), "a\\b".into()],
+            "shop".into(),
+        );
+        let mut object = b"{".to_vec();
+        object.extend_from_slice(&facts.json);
+        object.push(b'}');
+        let object: serde_json::Value = serde_json::from_slice(&object).expect("valid JSON");
+        assert_eq!(object["user"], "bob \"the\" builder");
+        assert_eq!(object["groups"][1], "a\\b");
+        assert_eq!(&format_hex(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+    }
 
     #[test]
     fn rows_come_from_the_last_number_of_the_tag() {

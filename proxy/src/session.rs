@@ -35,7 +35,7 @@ use crate::walker::FrameWalker;
 use sluice_control::content::{millis, ApprovalScope};
 use sluice_control::oidc::unverified_issuer;
 use sluice_control::policy::{Decision, Subject};
-use sluice_control::service::ProxyEvent;
+use sluice_control::service::{ProxyEvent, MAX_EVENT};
 
 /// Why a session ended, for the log line and the client's last error.
 #[derive(Debug)]
@@ -626,12 +626,12 @@ async fn run_authenticated(
         resource: auth.resource().to_owned(),
         peer: peer.to_string(),
     });
-    let facts = SessionFacts {
-        session: session_id.to_string(),
-        user: auth.principal().subject.clone(),
-        groups: auth.principal().groups.clone(),
-        resource: auth.resource().to_owned(),
-    };
+    let facts = SessionFacts::new(
+        session_id.to_string(),
+        auth.principal().subject.clone(),
+        auth.principal().groups.clone(),
+        auth.resource().to_owned(),
+    );
     let end = relay(
         Link {
             client,
@@ -973,6 +973,42 @@ fn judge(
         .check(tag, body, &mut classifier, rules)
 }
 
+/// Wall-clock milliseconds from a monotonic instant, so a statement costs one clock read:
+/// the wall clock is read once per session and advanced by the monotonic one.
+struct WallClock {
+    base: Instant,
+    base_ms: u64,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        WallClock {
+            base: Instant::now(),
+            base_ms: millis(SystemTime::now()),
+        }
+    }
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        self.base_ms
+            .saturating_add(now.saturating_duration_since(self.base).as_millis() as u64)
+    }
+}
+
+/// One log line per refused statement, with the rule's explanation (the same words the
+/// client got); its audit event follows when the backend has answered.
+fn log_refusal(facts: &SessionFacts, checked: &Checked, refusal: &Refusal) {
+    let first = checked.audit.first();
+    info!(
+        session = %facts.session, principal = %facts.user, resource = %facts.resource,
+        sqlstate = %refusal.sqlstate,
+        class = first.and_then(|a| a.statement()).map_or("-", |s| s.class.as_str()),
+        rule = first.and_then(|a| a.decision.rule.as_deref()).unwrap_or("-"),
+        fingerprint = %first.map_or(String::new(), |a| a.classification.fingerprint_hex()),
+        reason = %refusal.message,
+        "statement refused"
+    );
+}
+
 /// The end of a hold.
 enum Held {
     Approved(Approval),
@@ -1041,33 +1077,38 @@ async fn hold_for_approval(
         .statement()
         .map_or("statement", |s| s.command.as_str());
     let rule = decision.rule.as_deref().unwrap_or("");
-    let mut text = audited.classification.normalized.clone();
-    if text.len() > 2048 {
-        let mut cut = 2048;
-        while !text.is_char_boundary(cut) {
+    let mut request = ProxyEvent::ApprovalRequested {
+        id: id.clone(),
+        session: facts.session.clone(),
+        user: facts.user.clone(),
+        groups: facts.groups.clone(),
+        resource: facts.resource.clone(),
+        rule: rule.to_owned(),
+        statement: audited.classification.normalized.clone(),
+        fingerprint: fingerprint.clone(),
+        class: audited
+            .statement()
+            .map_or("unknown", |s| s.class.as_str())
+            .to_owned(),
+        requested_at_ms: millis(SystemTime::now()),
+    };
+    // The request travels in one datagram: shorten the statement text (the approver sees
+    // the fingerprint and the start) until it fits, escaping included.
+    while serde_json::to_vec(&request).map_or(0, |v| v.len()) > MAX_EVENT {
+        let ProxyEvent::ApprovalRequested { statement, .. } = &mut request else {
+            break;
+        };
+        if statement.len() <= 8 {
+            break;
+        }
+        let mut cut = statement.len() / 2;
+        while !statement.is_char_boundary(cut) {
             cut -= 1;
         }
-        text.truncate(cut);
-        text.push('…');
+        statement.truncate(cut);
+        statement.push('…');
     }
-    let sent = ctx
-        .gate
-        .borrow()
-        .send_event(&ProxyEvent::ApprovalRequested {
-            id: id.clone(),
-            session: facts.session.clone(),
-            user: facts.user.clone(),
-            groups: facts.groups.clone(),
-            resource: facts.resource.clone(),
-            rule: rule.to_owned(),
-            statement: text,
-            fingerprint: fingerprint.clone(),
-            class: audited
-                .statement()
-                .map_or("unknown", |s| s.class.as_str())
-                .to_owned(),
-            requested_at_ms: millis(SystemTime::now()),
-        });
+    let sent = ctx.gate.borrow().send_event(&request);
     if !sent {
         return Held::Refused(
             Refusal::new(
@@ -1241,6 +1282,7 @@ async fn relay(
         let mut syncs_sent: u64 = 0;
         // The verdict on the frame at the front of `buf`, once a hold has settled it.
         let mut settled: Option<(Checked, Option<Approval>)> = None;
+        let clock = WallClock::new();
         loop {
             if !buf.is_empty() {
                 let mut terminated = false;
@@ -1266,6 +1308,7 @@ async fn relay(
                                     return false;
                                 }
                                 Action::Refuse(refusal) => {
+                                    log_refusal(&statements.facts, &checked, refusal);
                                     replace.push(Replacement {
                                         offset,
                                         len: header.frame_len(),
@@ -1286,7 +1329,7 @@ async fn relay(
                                     String::from_utf8_lossy(text).into_owned()
                                 });
                                 let now = Instant::now();
-                                let now_ms = millis(SystemTime::now());
+                                let now_ms = clock.wall_ms(now);
                                 let mut pending = statements.pending.borrow_mut();
                                 for audited in checked.audit.drain(..) {
                                     pending.push(PendingStatement {
