@@ -3,14 +3,17 @@
 //! operator's and approvers' requests on its admin socket, the proxy's view read from the
 //! published snapshot, and webhook deliveries received by a loopback HTTP server.
 
+mod common;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::{admin, token};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use sluice_control::admin::{call, AdminRequest};
+use sluice_control::admin::AdminRequest;
 use sluice_control::content::{millis, ApprovalScope, View};
 use sluice_control::service::{paths, Control, ProxyEvent};
 use sluice_control::snapshot::Subscriber;
@@ -60,25 +63,6 @@ fn start(dir: &Path, approvals: &str) -> Control {
     )
     .expect("write config");
     Control::start(&config).expect("start control")
-}
-
-fn admin(dir: &Path, request: AdminRequest) -> Result<Value, String> {
-    call(&paths::admin_socket(&dir.join("state")), &request)
-}
-
-fn token(dir: &Path, user: &str, groups: &[&str]) -> String {
-    admin(
-        dir,
-        AdminRequest::Token {
-            user: user.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            ttl_ms: 600_000,
-        },
-    )
-    .expect("mint")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
 }
 
 fn send(dir: &Path, event: &ProxyEvent) {

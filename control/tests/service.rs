@@ -2,11 +2,14 @@
 //! surviving a restart, a proxy-side subscriber seeing each change, and refusals that say
 //! what to do.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use common::{admin, token};
 use serde_json::Value;
-use sluice_control::admin::{call, AdminRequest};
+use sluice_control::admin::AdminRequest;
 use sluice_control::content::{millis, View};
 use sluice_control::policy::{Decision, Subject};
 use sluice_control::service::{paths, Control};
@@ -34,25 +37,6 @@ host = "127.0.0.1"
 database = "app"
 user = "gw"
 "#;
-
-fn admin(dir: &Path, request: AdminRequest) -> Result<Value, String> {
-    call(&paths::admin_socket(&dir.join("state")), &request)
-}
-
-fn token(dir: &Path, user: &str, groups: &[&str]) -> String {
-    admin(
-        dir,
-        AdminRequest::Token {
-            user: user.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            ttl_ms: 600_000,
-        },
-    )
-    .expect("mint")["token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
-}
 
 fn view(dir: &Path) -> View {
     let sub = Subscriber::connect(paths::snapshot_socket(&dir.join("state"))).expect("subscribe");
