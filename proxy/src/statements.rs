@@ -586,3 +586,163 @@ fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = body.iter().position(|&b| b == 0)?;
     Some((&body[..end], &body[end + 1..]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_control::policy::{Policy, PolicyConfig, Subject};
+
+    /// `reader` may read and manage its session; everything else is refused.
+    fn reader_rules() -> SessionStatementRules {
+        let config: PolicyConfig = toml::from_str(
+            r#"
+            [[rules]]
+            name = "in"
+            groups = ["support"]
+            resources = ["shop"]
+            access = "allow"
+
+            [[statements]]
+            name = "reads"
+            groups = ["support"]
+            resources = ["*"]
+            classes = ["read", "transaction", "session"]
+            access = "allow"
+            "#,
+        )
+        .expect("policy");
+        let policy = Policy::compile(&config, &["shop"]).expect("compiles");
+        let groups = vec!["support".to_owned()];
+        policy.statement_rules(
+            &Subject {
+                user: "bob",
+                groups: &groups,
+            },
+            "shop",
+        )
+    }
+
+    fn cstrs(parts: &[&[u8]]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for part in parts {
+            body.extend_from_slice(part);
+            body.push(0);
+        }
+        body
+    }
+
+    fn refusal(checked: &Checked) -> Option<&str> {
+        match &checked.action {
+            Action::Refuse(r) => Some(&r.sqlstate),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_backslash_is_judged_under_both_readings_of_standard_conforming_strings() {
+        let rules = reader_rules();
+        let mut classifier = Classifier::new(64);
+        let mut guard = Guard::new();
+        // With standard_conforming_strings on (the backend's report) this is a read, a
+        // DROP and a comment; off, it is one read of a string. A pipelined SET could make
+        // the backend read it either way, so the DROP reading decides.
+        let trick = cstrs(&[br"SELECT '\'; DROP TABLE t; --'"]);
+        assert_eq!(
+            refusal(&guard.check(b'Q', &trick, &mut classifier, &rules)),
+            Some(REFUSED)
+        );
+        guard.parameter_status(b"standard_conforming_strings", b"off");
+        assert_eq!(
+            refusal(&guard.check(b'Q', &trick, &mut classifier, &rules)),
+            Some(REFUSED),
+            "the other reading still refuses"
+        );
+        // A backslash that reads the same both ways is no reason to refuse.
+        let plain = cstrs(&[br"SELECT E'a\nb'"]);
+        assert!(matches!(
+            guard.check(b'Q', &plain, &mut classifier, &rules).action,
+            Action::Forward
+        ));
+    }
+
+    #[test]
+    fn prepared_statements_are_judged_by_what_they_run_and_unknown_names_are_refused() {
+        let rules = reader_rules();
+        let mut classifier = Classifier::new(64);
+        let mut guard = Guard::new();
+        let prepare = cstrs(&[b"PREPARE w AS DELETE FROM t"]);
+        let checked = guard.check(b'Q', &prepare, &mut classifier, &rules);
+        assert!(matches!(checked.action, Action::Forward), "{checked:?}");
+        guard.forwarded(checked);
+        let execute = cstrs(&[b"EXECUTE w"]);
+        let checked = guard.check(b'Q', &execute, &mut classifier, &rules);
+        assert_eq!(refusal(&checked), Some(REFUSED));
+        assert_eq!(
+            checked.audit[0].statement().map(|s| s.command.as_str()),
+            Some("DELETE")
+        );
+        let never = cstrs(&[b"EXECUTE nope"]);
+        assert_eq!(
+            refusal(&guard.check(b'Q', &never, &mut classifier, &rules)),
+            Some(REFUSED)
+        );
+
+        // Extended protocol: a named read is bound and executed; a Bind of a name never
+        // parsed is PostgreSQL's 26000; DEALLOCATE ALL forgets everything.
+        let parse = cstrs(&[b"s1", b"SELECT 1"]);
+        let checked = guard.check(b'P', &[parse, vec![0, 0]].concat(), &mut classifier, &rules);
+        assert!(matches!(checked.action, Action::Forward));
+        guard.forwarded(checked);
+        let bind = [cstrs(&[b"", b"s1"]), vec![0, 0, 0, 0, 0, 0]].concat();
+        let checked = guard.check(b'B', &bind, &mut classifier, &rules);
+        assert!(matches!(checked.action, Action::Forward));
+        guard.forwarded(checked);
+        let run = [cstrs(&[b""]), vec![0, 0, 0, 0]].concat();
+        let checked = guard.check(b'E', &run, &mut classifier, &rules);
+        assert!(matches!(checked.action, Action::Forward));
+        assert_eq!(checked.audit.len(), 1, "Execute is what gets audited");
+        let stranger = [cstrs(&[b"", b"s2"]), vec![0, 0, 0, 0, 0, 0]].concat();
+        assert_eq!(
+            refusal(&guard.check(b'B', &stranger, &mut classifier, &rules)),
+            Some("26000")
+        );
+        let forget = cstrs(&[b"DEALLOCATE ALL"]);
+        let checked = guard.check(b'Q', &forget, &mut classifier, &rules);
+        guard.forwarded(checked);
+        assert_eq!(
+            refusal(&guard.check(b'B', &bind, &mut classifier, &rules)),
+            Some("26000")
+        );
+    }
+
+    #[test]
+    fn malformed_and_unparsable_frames_are_refused_and_never_panic() {
+        let rules = reader_rules();
+        let mut classifier = Classifier::new(64);
+        let mut guard = Guard::new();
+        for (tag, body) in [
+            (b'P', &b"no-terminator"[..]),
+            (b'B', &b"portal\0"[..]),
+            (b'E', &b""[..]),
+        ] {
+            assert_eq!(
+                refusal(&guard.check(tag, body, &mut classifier, &rules)),
+                Some("08P01"),
+                "{}",
+                tag as char
+            );
+        }
+        let garbage = cstrs(&[b"SELEKT 1"]);
+        assert_eq!(
+            refusal(&guard.check(b'Q', &garbage, &mut classifier, &rules)),
+            Some(SYNTAX_ERROR)
+        );
+        let unterminated = cstrs(&[b"SELECT 'open"]);
+        assert_eq!(
+            refusal(&guard.check(b'Q', &unterminated, &mut classifier, &rules)),
+            Some(SYNTAX_ERROR)
+        );
+        let not_utf8 = [&b"SELECT '\xff'"[..], b"\0"].concat();
+        assert!(refusal(&guard.check(b'Q', &not_utf8, &mut classifier, &rules)).is_some());
+    }
+}
