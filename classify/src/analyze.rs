@@ -905,8 +905,16 @@ impl Walk {
             return;
         };
         match (top.name, top.field) {
-            ("RangeVar", "schemaname") => self.frames.last_mut().unwrap().a = v.to_owned(),
-            ("RangeVar", "relname") => self.frames.last_mut().unwrap().b = v.to_owned(),
+            ("RangeVar", "schemaname") | ("RangeVar", "relname") => {
+                let is_schema = top.field == "schemaname";
+                if let Some(top) = self.frames.last_mut() {
+                    if is_schema {
+                        top.a = v.to_owned();
+                    } else {
+                        top.b = v.to_owned();
+                    }
+                }
+            }
             ("CommonTableExpr", "ctename") if top.cte => {
                 if let Some(&(id, Some(k))) = self.path.last() {
                     self.scopes[id].ctes[k] = v.to_owned();
