@@ -198,6 +198,7 @@ fn content(now_ms: u64) -> SnapshotContent {
         revocations,
         approvals: vec![],
         approval_timeout_ms: 600_000,
+        masking_key: String::new(),
     }
 }
 

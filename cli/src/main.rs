@@ -23,6 +23,7 @@ mod admin;
 mod approvals;
 mod args;
 mod demo;
+mod masking_plan;
 mod output;
 mod policy;
 mod run;

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail};
 use sluice_control::admin::AdminRequest;
 use sluice_control::config::ControlFile;
-use sluice_control::policy::{render_summary, Policy, Subject};
+use sluice_control::policy::{render_summary, Decision, Policy, Subject};
 use sluice_control::state::{now_ms, Grant, Revocation};
 
 use crate::args;
@@ -31,7 +31,9 @@ pub enum PolicyCommand {
     ///
     /// With --query, also classifies the SQL and prints, for each statement, its class,
     /// flags, tables, functions and fingerprint, every statement rule considered and the
-    /// verdict.
+    /// verdict; and when the session has a masking profile, the masking plan for the
+    /// result's columns (the query is described by the backend, with the gateway's
+    /// credentials, never executed).
     Explain {
         /// The user (token subject).
         #[arg(long)]
@@ -127,13 +129,33 @@ pub fn run(config: &Path, command: PolicyCommand) -> anyhow::Result<()> {
                 sluice_classify::Classifier::new(0).classify(query.as_bytes(), true);
             let statements =
                 policy.explain_statements(&subject, &resource, &classification, query.as_bytes());
+            // With a masking profile, the plan for the result's columns (described by the
+            // backend; a failure to reach it is said, not fatal: the rest still stands).
+            let masking = match &explanation.decision {
+                Decision::Allow(allowed) => allowed.masking.and_then(|name| {
+                    let profile = policy.config().masking.get(name)?;
+                    Some(
+                        crate::masking_plan::explain(config, &resource, name, profile, &query)
+                            .unwrap_or_else(|e| {
+                                format!("masking plan (profile {name:?}): not available: {e:#}\n")
+                            }),
+                    )
+                }),
+                Decision::Deny(_) => None,
+            };
             if json {
                 let mut both = serde_json::Map::new();
                 both.insert("session".into(), serde_json::to_value(&explanation)?);
                 both.insert("statements".into(), serde_json::to_value(&statements)?);
+                if let Some(plan) = &masking {
+                    both.insert("masking".into(), serde_json::Value::String(plan.clone()));
+                }
                 print_json(&serde_json::Value::Object(both))
             } else {
-                print(&format!("{explanation}\n\n{statements}"))
+                match masking {
+                    Some(plan) => print(&format!("{explanation}\n\n{statements}\n{plan}")),
+                    None => print(&format!("{explanation}\n\n{statements}")),
+                }
             }
         }
     }

@@ -714,8 +714,23 @@ fn demo_serves_the_shop_data_and_cleans_up_on_ctrl_c() {
         "10000"
     );
     assert_eq!(
-        psql(&env["BOB_TOKEN"], bob, "select count(*) from orders"),
+        psql(
+            &env["BOB_TOKEN"],
+            bob.clone(),
+            "select count(*) from orders"
+        ),
         "50000"
+    );
+    // bob (support) reads through the masking profile "pii"; carol (dba) sees the data.
+    let carol = format!("host=127.0.0.1 port={port} dbname=shop user=carol");
+    let sensitive = "select email, card_number from customers where id = 1";
+    let raw = psql(&env["CAROL_TOKEN"], carol, sensitive);
+    let masked = psql(&env["BOB_TOKEN"], bob, sensitive);
+    let (raw_email, raw_card) = raw.split_once('|').expect("two columns");
+    assert!(raw_email.contains('@') && !raw_card.contains('*'), "{raw}");
+    assert!(
+        !masked.contains(raw_email) && !masked.contains(raw_card) && masked.contains('*'),
+        "bob sees {masked}"
     );
     let alice = format!(
         "host=localhost port={port} dbname=shop user=alice sslmode=verify-full sslrootcert={}",

@@ -10,9 +10,11 @@
 //! change.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use sluice_masker::Masker;
 
 use crate::identity::{Identity, IdentityContent};
 use crate::policy::{Decision, Policy, PolicyConfig, Subject};
@@ -50,6 +52,12 @@ pub struct SnapshotContent {
     /// before it refuses it (0 in a payload from before approvals: use the default).
     #[serde(default)]
     pub approval_timeout_ms: u64,
+    /// The key of the masking styles that derive from the value (`hash`,
+    /// `format-preserving`), hex: control makes it once and keeps it in its key
+    /// directory, so masked values stay stable across restarts. Empty in a payload from
+    /// before masking (every profile then uses an all-zero key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub masking_key: String,
 }
 
 impl SnapshotContent {
@@ -100,6 +108,9 @@ pub struct View {
     approval_by_id: HashMap<String, usize>,
     /// (session, fingerprint) → index into `approvals` of an approval with fingerprint scope.
     approved_fingerprints: HashMap<(String, String), usize>,
+    /// The masking profiles, compiled with the snapshot's key.
+    maskers: HashMap<String, Arc<Masker>>,
+    masking_key: Vec<u8>,
 }
 
 /// `approvals.timeout` assumed for a payload that does not carry one (10 minutes).
@@ -109,9 +120,40 @@ impl View {
     /// Compiles decoded content. Anything that does not compile refuses the whole
     /// snapshot: the proxy keeps the previous view.
     pub fn compile(content: SnapshotContent) -> Result<View, String> {
+        View::compile_after(content, None)
+    }
+
+    /// [`compile`](Self::compile), reusing the compiled masking profiles of `previous`
+    /// whose configuration and key did not change (building detectors is the costly part,
+    /// and most generations only change grants or approvals).
+    pub fn compile_after(
+        content: SnapshotContent,
+        previous: Option<&View>,
+    ) -> Result<View, String> {
         let identity = Identity::from_content(&content.identity)?;
         let names: Vec<&str> = content.resources.iter().map(String::as_str).collect();
         let policy = Policy::compile(&content.policy, &names).map_err(|e| e.to_string())?;
+        let masking_key = if content.masking_key.is_empty() {
+            vec![0; 32]
+        } else {
+            decode_hex(&content.masking_key).ok_or("snapshot masking_key is not hexadecimal")?
+        };
+        let mut maskers = HashMap::with_capacity(content.policy.masking.len());
+        for (name, profile) in &content.policy.masking {
+            let reused = previous.and_then(|p| {
+                let same = p.masking_key == masking_key
+                    && p.policy.config().masking.get(name) == Some(profile);
+                same.then(|| p.maskers.get(name).cloned()).flatten()
+            });
+            let masker = match reused {
+                Some(masker) => masker,
+                None => Arc::new(
+                    Masker::compile(name, profile, &masking_key)
+                        .map_err(|e| format!("policy.masking.{name}: {e}"))?,
+                ),
+            };
+            maskers.insert(name.clone(), masker);
+        }
         let mut approval_by_id = HashMap::with_capacity(content.approvals.len());
         let mut approved_fingerprints = HashMap::new();
         for (i, d) in content.approvals.iter().enumerate() {
@@ -136,7 +178,15 @@ impl View {
             built_at_ms: content.built_at_ms,
             approval_by_id,
             approved_fingerprints,
+            maskers,
+            masking_key,
         })
+    }
+
+    /// The compiled masking profile `name` (every profile a rule names exists: the policy
+    /// does not compile otherwise).
+    pub fn masker(&self, name: &str) -> Option<&Arc<Masker>> {
+        self.maskers.get(name)
     }
 
     /// The decision on the held statement with request ID `id`, once an approver made one
@@ -162,6 +212,12 @@ impl View {
         View::compile(SnapshotContent::decode(payload)?)
     }
 
+    /// Decodes and compiles a payload, reusing what it can of `previous`
+    /// ([`compile_after`](Self::compile_after)).
+    pub fn from_payload_after(payload: &[u8], previous: Option<&View>) -> Result<View, String> {
+        View::compile_after(SnapshotContent::decode(payload)?, previous)
+    }
+
     /// The policy decision for `subject` on `resource` at `now_ms`, for a credential (token
     /// or live session) that dates from `credential_ms`.
     pub fn decide<'a>(
@@ -180,6 +236,17 @@ impl View {
             &self.revocations,
         )
     }
+}
+
+/// Lowercase or uppercase hex to bytes; `None` when it is not hex.
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Milliseconds since the epoch of `t`.
@@ -220,6 +287,7 @@ mod tests {
             revocations: vec![],
             approvals: vec![],
             approval_timeout_ms: 60_000,
+            masking_key: String::new(),
         }
     }
 

@@ -28,6 +28,7 @@
 //! Every change goes through [`Inner::publish`], under one mutex, so generations are
 //! published in the order the changes were made.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
@@ -111,6 +112,12 @@ pub enum ProxyEvent {
         resource: String,
         /// Why.
         reason: String,
+        /// The masking profile the session ran under, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        masking: Option<String>,
+        /// Values masked, per masking rule (rules that masked nothing are left out).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        masked: BTreeMap<String, u64>,
     },
     /// The proxy holds a statement until approvers decide (a `[[policy.statements]]` rule
     /// said `request`); the client was told the request ID.
@@ -170,6 +177,8 @@ struct Inner {
     policy: Policy,
     view: View,
     keyring: Keyring,
+    /// `masking.key`, hex (published in every snapshot).
+    masking_key: String,
     store: LogStore,
     state: State,
     jwks: Vec<Arc<JwksCache>>,
@@ -243,6 +252,7 @@ impl Control {
         }
         let now = SystemTime::now();
         let keyring = Keyring::open_or_create(&paths::keys_dir(&state_dir), now)?;
+        let masking_key = masking_key(&paths::keys_dir(&state_dir))?;
         let (store, state, recovery) =
             LogStore::open(&state_dir).map_err(|e| format!("state store: {e}"))?;
         if recovery.torn_tail_bytes > 0 {
@@ -275,6 +285,7 @@ impl Control {
             policy,
             view: placeholder,
             keyring,
+            masking_key,
             store,
             state,
             jwks,
@@ -366,6 +377,40 @@ impl Drop for Control {
     }
 }
 
+/// The masking key (hex) in `keys_dir/masking.key`, made on first use: 32 random bytes,
+/// readable by control's user only. Stable across restarts so that `hash` and
+/// `format-preserving` masks of a value stay the same; replacing the file changes them all.
+fn masking_key(keys_dir: &Path) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = keys_dir.join("masking.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let hex = text.trim();
+            match crate::content::decode_hex(hex) {
+                Some(bytes) if bytes.len() >= 16 => Ok(hex.to_ascii_lowercase()),
+                _ => Err(format!(
+                    "{} must hold at least 16 bytes as hexadecimal; delete it to have control make a new one (masked hashes then change)",
+                    path.display()
+                )),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Ok(hex)
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
 fn empty_content() -> SnapshotContent {
     SnapshotContent {
         format: CONTENT_FORMAT,
@@ -378,6 +423,7 @@ fn empty_content() -> SnapshotContent {
         revocations: vec![],
         approvals: vec![],
         approval_timeout_ms: 0,
+        masking_key: String::new(),
     }
 }
 
@@ -412,6 +458,7 @@ impl Inner {
             revocations: self.state.revocations.clone(),
             approvals: self.approvals_carried(millis(now)),
             approval_timeout_ms: self.approval_timeout_ms(),
+            masking_key: self.masking_key.clone(),
         })
     }
 
@@ -420,7 +467,7 @@ impl Inner {
     fn publish(&mut self, now: SystemTime) -> Result<u64, String> {
         let content = self.content(now)?;
         let payload = content.encode();
-        let view = View::from_payload(&payload)?;
+        let view = View::from_payload_after(&payload, Some(&self.view))?;
         let published = self
             .server
             .publish(&payload, now)
@@ -1598,8 +1645,14 @@ fn events_loop(shared: &Shared, socket: UnixDatagram) {
                 user,
                 resource,
                 reason,
+                masking,
+                masked,
             } => {
-                info!(%session, %user, %resource, %reason, "proxy: session end");
+                if masked.is_empty() {
+                    info!(%session, %user, %resource, %reason, masking = masking.as_deref().unwrap_or(""), "proxy: session end");
+                } else {
+                    info!(%session, %user, %resource, %reason, masking = masking.as_deref().unwrap_or(""), ?masked, "proxy: session end");
+                }
                 let mut inner = lock(shared);
                 let now = SystemTime::now();
                 match inner.approval_session_ended(&session, millis(now)) {

@@ -390,6 +390,8 @@ fn two_distinct_approvers_are_needed_and_one_denial_denies() {
             user: "erin".into(),
             resource: "app".into(),
             reason: "client closed".into(),
+            masking: None,
+            masked: Default::default(),
         },
     );
     let deadline = Instant::now() + WAIT;
@@ -434,6 +436,8 @@ fn undecided_requests_expire_and_withdrawn_ones_cannot_be_decided() {
             user: "erin".into(),
             resource: "app".into(),
             reason: "terminated".into(),
+            masking: None,
+            masked: Default::default(),
         },
     );
     let cancelled = wait_for(dir.path(), "req-cancelled", |a| {

@@ -26,17 +26,30 @@ pub const ORDERS: u64 = 50_000;
 /// (Re)creates database `shop` (owned by the superuser) with deterministic
 /// customers and orders, then `ANALYZE`s it. Drops an existing `shop`.
 pub fn seed_shop(cluster: &PgCluster) -> Result<()> {
+    let script = format!(
+        "DROP DATABASE IF EXISTS shop WITH (FORCE);\nCREATE DATABASE shop;\n\\connect shop\n{SHOP_SQL}"
+    );
     cluster
-        .psql("postgres", SEED_SQL)
+        .psql("postgres", &script)
         .context("seeding the shop database failed")?;
     Ok(())
 }
 
-/// The psql script run by [`seed_shop`]; connects to `postgres` first.
-pub const SEED_SQL: &str = r#"
-DROP DATABASE IF EXISTS shop WITH (FORCE);
-CREATE DATABASE shop;
-\connect shop
+/// Creates the shop's schema `demo`, `customers` and `orders` (with their data) in an
+/// existing `database`, owned by the superuser and readable by `reader`.
+pub fn seed_shop_tables(cluster: &PgCluster, database: &str, reader: &str) -> Result<()> {
+    let script = format!(
+        "{SHOP_SQL}\nGRANT USAGE ON SCHEMA demo TO {reader};\nGRANT ALL ON ALL TABLES IN SCHEMA public TO {reader};\nGRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA demo TO {reader};\n"
+    );
+    cluster
+        .psql(database, &script)
+        .with_context(|| format!("seeding the shop tables into {database} failed"))?;
+    Ok(())
+}
+
+/// The psql script that creates and fills the shop's tables in the current database
+/// (run by [`seed_shop`] and [`seed_shop_tables`]).
+pub const SHOP_SQL: &str = r#"
 SET client_min_messages = warning;
 BEGIN;
 CREATE SCHEMA demo;

@@ -181,6 +181,8 @@ groups = ["support"]
 resources = ["{name}"]
 access = "allow"
 max_session = "8h"
+# What support sees is masked by the profile "pii" below.
+masking = "pii"
 
 [[policy.rules]]
 name = "dba-uses-{name}"
@@ -195,6 +197,49 @@ resources = ["{name}"]
 access = "request"
 approvers = ["dba"]
 max_grant = "4h"
+masking = "pii"
+
+# Masking profiles, chosen per rule with `masking = "NAME"`. Values are masked in the
+# gateway, before the client, its logs or Sluice's recordings see them, while rows stream.
+# Column rules name result columns; content detectors find sensitive values anywhere else
+# (computed columns, JSON, free text, COPY data, error details, notifications).
+[policy.masking.pii]
+# Built-in detectors (default: all): card, email, ssn, iban, phone, ipv4, ipv6, jwt, secret.
+detectors = ["card", "email", "ssn", "iban", "phone", "jwt", "secret"]
+# Style of what a detector finds: redact (****), partial (keeps e.g. a card's last 4),
+# hash (keyed HMAC, stable so joins still line up), null, format-preserving. (default partial)
+style = "partial"
+# National phone formats besides E.164. (default ["US"])
+phone_regions = ["US"]
+
+[[policy.masking.pii.columns]]
+name = "emails"
+# Glob on the result column's name (case-insensitive).
+column = "*email*"
+style = "partial"
+
+[[policy.masking.pii.columns]]
+name = "phones"
+column = "*phone*"
+style = "partial"
+
+[[policy.masking.pii.columns]]
+name = "cards"
+column = "card_*"
+style = "partial"
+
+[[policy.masking.pii.columns]]
+name = "ssns"
+column = "ssn"
+style = "redact"
+
+[[policy.masking.pii.columns]]
+name = "customer-ssn-by-source"
+# With `table`, the rule follows the table's own column, whatever the query calls it
+# (`SELECT ssn AS x FROM customers` is still masked).
+table = "public.customers"
+column = "ssn"
+style = "redact"
 
 # Statement rules: what each statement may do, decided before the database sees it. The
 # first matching rule wins; a statement no rule matches is refused (42501). `request`
@@ -233,7 +278,7 @@ access = "allow"
 name = "support-reads"
 groups = ["support", "contractors"]
 resources = ["*"]
-classes = ["read", "transaction", "session"]
+classes = ["read", "copy_out", "transaction", "session"]
 access = "allow"
 
 [[policy.statements]]

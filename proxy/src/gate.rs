@@ -191,7 +191,7 @@ impl Gate {
     }
 
     fn install(&mut self, payload: &[u8], generation: u64) {
-        match View::from_payload(payload) {
+        match View::from_payload_after(payload, self.view.as_deref()) {
             Ok(view) => {
                 self.view = Some(Rc::new(view));
                 self.epoch.set(self.epoch.get() + 1);

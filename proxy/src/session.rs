@@ -3,7 +3,7 @@
 //! (`handshake`, `backend_login`, `walker`); decisions live there.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,8 @@ use sluice_control::content::{millis, ApprovalScope};
 use sluice_control::oidc::unverified_issuer;
 use sluice_control::policy::{Decision, Subject};
 use sluice_control::service::{ProxyEvent, MAX_EVENT};
+use sluice_masker::plan::CatalogColumn;
+use sluice_masker::{Masker, SessionMasker};
 
 /// Why a session ended, for the log line and the client's last error.
 #[derive(Debug)]
@@ -544,8 +546,8 @@ async fn run_authenticated(
         let _ = write_all(&mut client, refusal.to_bytes()).await;
         return refuse(refusal);
     };
-    let session_gate = match admit(session_id, auth, ctx) {
-        Ok(gate) => gate,
+    let (session_gate, masker) = match admit(session_id, auth, ctx) {
+        Ok(admitted) => admitted,
         Err(refusal) => {
             let _ = write_all(&mut client, refusal.to_bytes()).await;
             return refuse(refusal);
@@ -558,10 +560,17 @@ async fn run_authenticated(
     let connected = monoio::time::timeout(ctx.config.backend_connect_timeout(), async {
         let mut backend = connect_backend(target).await?;
         let ready = backend_login(&mut backend, target, auth).await?;
-        Ok::<_, Refusal>((backend, ready))
+        let mut session_masker = masker.map(SessionMasker::new);
+        if let Some(session_masker) = session_masker.as_mut() {
+            if let Some(sql) = session_masker.masker().catalog_query() {
+                let columns = load_catalog(&mut backend, &sql, target).await?;
+                session_masker.set_catalog(columns);
+            }
+        }
+        Ok::<_, Refusal>((backend, ready, session_masker))
     })
     .await;
-    let (backend, ready) = match connected {
+    let (backend, ready, session_masker) = match connected {
         Ok(Ok(done)) => done,
         Ok(Err(refusal)) => {
             let _ = write_all(&mut client, refusal.to_bytes()).await;
@@ -632,6 +641,13 @@ async fn run_authenticated(
         auth.principal().groups.clone(),
         auth.resource().to_owned(),
     );
+    let statements = Statements {
+        guard: RefCell::new(guard),
+        facts,
+        cancel_requested,
+        pending: RefCell::new(Pending::default()),
+        masking: session_masker.map(RefCell::new),
+    };
     let end = relay(
         Link {
             client,
@@ -641,14 +657,13 @@ async fn run_authenticated(
         ctx,
         counters,
         &session_gate,
-        Statements {
-            guard: RefCell::new(guard),
-            facts,
-            cancel_requested,
-            pending: RefCell::new(Pending::default()),
-        },
+        &statements,
     )
     .await;
+    let masking = MaskingTotals::of(statements.masking.as_ref());
+    if !masking.counts.is_empty() {
+        info!(session = %session_id, profile = masking.profile.as_deref().unwrap_or(""), masked = ?masking.counts, "values masked in this session");
+    }
     if let End::Terminated(_) = &end {
         // The backend may be running a long statement for the terminated principal; cancel
         // it rather than leave it running until it next writes to a closed socket.
@@ -661,6 +676,8 @@ async fn run_authenticated(
         user: auth.principal().subject.clone(),
         resource: auth.resource().to_owned(),
         reason: end_reason(&end),
+        masking: masking.profile,
+        masked: masking.counts,
     });
     drop(key);
     end
@@ -686,7 +703,7 @@ fn admit(
     session_id: Uuid,
     auth: &Authenticated,
     ctx: &WorkerContext,
-) -> Result<std::rc::Rc<SessionGate>, Refusal> {
+) -> Result<(std::rc::Rc<SessionGate>, Option<Arc<Masker>>), Refusal> {
     let view = ctx.gate.borrow_mut().view()?;
     let principal = auth.principal();
     let subject = Subject {
@@ -708,8 +725,26 @@ fn admit(
         };
         return Err(Refusal::new(sqlstate, denied.message.clone()).hint(denied.hint.clone()));
     }
+    let masker = match &decision {
+        Decision::Allow(allowed) => match allowed.masking {
+            None => None,
+            Some(profile) => match view.masker(profile) {
+                Some(masker) => Some(Arc::clone(masker)),
+                // The policy does not compile without the profiles its rules name; if one
+                // is missing anyway, nothing unmasked may flow.
+                None => {
+                    return Err(Refusal::new(
+                        "42501",
+                        format!("masking profile \"{profile}\" is not available in the gateway's policy snapshot"),
+                    )
+                    .hint("tell the gateway operator (sluice policy check)"))
+                }
+            },
+        },
+        Decision::Deny(_) => None,
+    };
     let gate = ctx.gate.borrow();
-    Ok(gate.register(
+    let session = gate.register(
         session_id.to_string(),
         &principal.subject,
         &principal.groups,
@@ -717,7 +752,8 @@ fn admit(
         &view,
         &decision,
         now_ms,
-    ))
+    );
+    Ok((session, masker))
 }
 
 /// Frames from the client that end the session once forwarded.
@@ -796,21 +832,42 @@ fn error_code(body: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// Rebuilds `out` with the backend's errors for refused statements replaced by ours.
-fn rewrite_errors(out: &[u8], rewrites: Vec<(usize, usize, Refusal)>) -> Bytes {
+/// A backend frame replaced before the client sees it.
+struct Patch {
+    /// Where the frame starts in the forwarded bytes.
+    offset: usize,
+    /// Its length, header included.
+    len: usize,
+    with: PatchWith,
+}
+
+/// What replaces a backend frame.
+enum PatchWith {
+    /// The backend's error for a refused statement: ours goes out instead.
+    Refusal(Refusal),
+    /// The masker's frames, a range of the relay's masked-output buffer.
+    Bytes(std::ops::Range<usize>),
+}
+
+/// Rebuilds `out` with each patched frame replaced, patches in stream order. Only reads
+/// with a patched frame pay for this copy; everything else is forwarded as it came.
+fn apply_patches(out: &[u8], patches: Vec<Patch>, masked: &[u8]) -> Bytes {
     let mut rebuilt = BytesMut::with_capacity(out.len() + 128);
     let mut at = 0;
-    for (offset, len, refusal) in rewrites {
-        rebuilt.extend_from_slice(&out[at..offset]);
-        at = offset + len;
-        backend::encode_error(
-            &mut rebuilt,
-            "ERROR",
-            &refusal.sqlstate,
-            &refusal.message,
-            None,
-            refusal.hint.as_deref(),
-        );
+    for patch in patches {
+        rebuilt.extend_from_slice(&out[at..patch.offset]);
+        at = patch.offset + patch.len;
+        match patch.with {
+            PatchWith::Refusal(refusal) => backend::encode_error(
+                &mut rebuilt,
+                "ERROR",
+                &refusal.sqlstate,
+                &refusal.message,
+                None,
+                refusal.hint.as_deref(),
+            ),
+            PatchWith::Bytes(range) => rebuilt.extend_from_slice(&masked[range]),
+        }
     }
     rebuilt.extend_from_slice(&out[at..]);
     rebuilt.freeze()
@@ -862,6 +919,103 @@ struct Statements {
     facts: SessionFacts,
     cancel_requested: Arc<AtomicBool>,
     pending: RefCell<Pending>,
+    /// The session's masking, when its policy names a profile. It follows the client's
+    /// frames (to know each result's columns and formats) and rewrites the backend's.
+    masking: Option<RefCell<SessionMasker>>,
+}
+
+/// What a session masked, for its end event and log line.
+struct MaskingTotals {
+    profile: Option<String>,
+    counts: BTreeMap<String, u64>,
+}
+
+impl MaskingTotals {
+    fn of(masking: Option<&RefCell<SessionMasker>>) -> MaskingTotals {
+        match masking {
+            None => MaskingTotals {
+                profile: None,
+                counts: BTreeMap::new(),
+            },
+            Some(m) => {
+                let m = m.borrow();
+                MaskingTotals {
+                    profile: Some(m.masker().name().to_owned()),
+                    counts: m.counts().map(|(rule, n)| (rule.to_owned(), n)).collect(),
+                }
+            }
+        }
+    }
+}
+
+/// Reads the catalog rows a masking profile's `table` rules need (once per session, before
+/// the client's first statement). A profile that names tables cannot be applied without
+/// them, so failing here refuses the session.
+async fn load_catalog(
+    backend: &mut Conn,
+    sql: &str,
+    target: &BackendTarget,
+) -> Result<Vec<CatalogColumn>, Refusal> {
+    let failed = |why: String| {
+        warn!(resource = %target.name, error = %why, "reading the catalog for masking failed");
+        Refusal::new(
+            "58000",
+            format!(
+                "could not read the catalog of resource \"{}\" that masking needs: {why}",
+                target.name
+            ),
+        )
+        .hint("masking by table cannot be applied, so the session is refused; tell the gateway operator")
+    };
+    let mut query = BytesMut::new();
+    FrontendMessage::Query {
+        sql: Bytes::copy_from_slice(sql.as_bytes()),
+    }
+    .encode(&mut query);
+    write_all(backend, query.freeze())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let limits = Limits::default();
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut columns = Vec::new();
+    let mut error = None;
+    loop {
+        let message = read_message(backend, &mut buf, &limits, backend::decode)
+            .await
+            .map_err(|e| {
+                failed(match e {
+                    ReadFailure::Closed => "the connection closed".to_owned(),
+                    ReadFailure::Io(e) => e.to_string(),
+                    ReadFailure::Invalid(e) => e.to_string(),
+                })
+            })?;
+        match message {
+            BackendMessage::DataRow(row) => {
+                let fields: Vec<Option<Bytes>> = row.columns().collect();
+                let fields: Vec<Option<&[u8]>> = fields.iter().map(Option::as_deref).collect();
+                match CatalogColumn::from_text_row(&fields) {
+                    Some(column) => columns.push(column),
+                    None => error = Some("a catalog row had an unexpected shape".to_owned()),
+                }
+            }
+            BackendMessage::ErrorResponse(fields) => {
+                let message = fields
+                    .message()
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .unwrap_or_default();
+                error = Some(message);
+            }
+            BackendMessage::ReadyForQuery { .. } => break,
+            _ => {}
+        }
+    }
+    if !buf.is_empty() {
+        return Err(failed("the backend sent more than was asked".to_owned()));
+    }
+    match error {
+        Some(why) => Err(failed(why)),
+        None => Ok(columns),
+    }
 }
 
 /// The client's write half, shared by the downstream loop (which relays the backend) and
@@ -1253,7 +1407,7 @@ async fn relay(
     ctx: &WorkerContext,
     counters: &Counters,
     session: &SessionGate,
-    statements: Statements,
+    statements: &Statements,
 ) -> End {
     let Link {
         client,
@@ -1272,6 +1426,7 @@ async fn relay(
     // whatever the backend still sends and ends at its EOF, so no response is cut in half
     // and a FATAL of ours goes out only after it, between frames.
     let upstream_end: Cell<Option<End>> = Cell::new(None);
+    let masking = statements.masking.as_ref();
     // Statements refused by policy, oldest first: the sync window (count of ReadyForQuery
     // the client will have seen before it) whose error is ours to rewrite, and the error.
     let refused: RefCell<VecDeque<(u64, Refusal)>> = RefCell::new(VecDeque::new());
@@ -1294,13 +1449,16 @@ async fn relay(
                 let mut held: Option<Checked> = None;
                 let walked = walker.walk_until(
                     &buf,
-                    |tag| JUDGED_TAGS.contains(&tag),
+                    |tag| {
+                        JUDGED_TAGS.contains(&tag)
+                            || (masking.is_some() && SessionMasker::inspects_client(tag))
+                    },
                     |header, offset, body| {
                         let tag = header.tag;
                         if JUDGED_TAGS.contains(&tag) {
                             let (mut checked, approval) = match settled.take() {
                                 Some(done) => done,
-                                None => (judge(tag, body, ctx, session, &statements), None),
+                                None => (judge(tag, body, ctx, session, statements), None),
                             };
                             let refused_now = match &checked.action {
                                 Action::Hold(_) => {
@@ -1344,6 +1502,14 @@ async fn relay(
                                 }
                             }
                             statements.guard.borrow_mut().forwarded(checked);
+                        }
+                        if let Some(masking) = masking {
+                            if SessionMasker::inspects_client(tag) {
+                                // In the order the backend gets them (a refused frame's
+                                // stand-in fails on the backend, which the masker sees as
+                                // that frame's error).
+                                masking.borrow_mut().client_frame(tag, body);
+                            }
                         }
                         match tag {
                             b'Q' | b'F' => {
@@ -1391,7 +1557,7 @@ async fn relay(
                 if let Some(checked) = held {
                     // Everything before the held frame is on its way; the frame itself
                     // (and whatever the client pipelined after it) waits here.
-                    let outcome = hold_for_approval(&checked, ctx, &statements, &writer).await;
+                    let outcome = hold_for_approval(&checked, ctx, statements, &writer).await;
                     settled = Some(match outcome {
                         Held::Approved(approval) => (checked.settle(None), Some(approval)),
                         Held::Refused(refusal, approval) => {
@@ -1429,6 +1595,8 @@ async fn relay(
         let mut walker = FrameWalker::new(max_len);
         let mut buf = BytesMut::with_capacity(buffer);
         let mut windows_seen: u64 = 0;
+        // What the masker sends instead of the frames it rewrites (reused per read).
+        let mut masked: Vec<u8> = Vec::new();
         loop {
             let (result, b) = read_into(&mut backend_rx, buf, buffer / 4).await;
             buf = b;
@@ -1446,7 +1614,8 @@ async fn relay(
                 Ok(_) => {}
                 Err(e) => return (End::Io("backend", e), walker.at_boundary()),
             }
-            let mut rewrites: Vec<(usize, usize, Refusal)> = Vec::new();
+            let mut patches: Vec<Patch> = Vec::new();
+            masked.clear();
             // Count ReadyForQuery frames (one compare per frame header) so that a refused
             // statement's window is known; while one is in flight, that window's first
             // ErrorResponse is rewritten into the policy error. Answers to statements
@@ -1455,61 +1624,93 @@ async fn relay(
             let windows = Cell::new(windows_seen);
             let walked = walker.walk(
                 &buf,
-                |tag| matches!(tag, b'C' | b'E' | b'S'),
-                |header, offset, body| match header.tag {
-                    b'E' => {
-                        let mut code = error_code(body)
-                            .and_then(|c| std::str::from_utf8(c).ok())
-                            .unwrap_or("XX000");
-                        let ours = if due(windows.get()) {
-                            refused.borrow_mut().pop_front()
-                        } else {
-                            None
-                        };
-                        let rewritten;
-                        if let Some((_, refusal)) = ours {
-                            if code == SENTINEL_SQLSTATE {
-                                rewritten = refusal.sqlstate.clone();
-                                code = &rewritten;
-                                rewrites.push((offset, header.frame_len(), refusal));
+                |tag| {
+                    matches!(tag, b'C' | b'E' | b'S')
+                        || (masking.is_some() && SessionMasker::inspects_backend(tag))
+                },
+                |header, offset, body| {
+                    let mut ours = false;
+                    match header.tag {
+                        b'E' => {
+                            let mut code = error_code(body)
+                                .and_then(|c| std::str::from_utf8(c).ok())
+                                .unwrap_or("XX000");
+                            let refused_here = if due(windows.get()) {
+                                refused.borrow_mut().pop_front()
+                            } else {
+                                None
+                            };
+                            let rewritten;
+                            if let Some((_, refusal)) = refused_here {
+                                if code == SENTINEL_SQLSTATE {
+                                    rewritten = refusal.sqlstate.clone();
+                                    code = &rewritten;
+                                    ours = true;
+                                    patches.push(Patch {
+                                        offset,
+                                        len: header.frame_len(),
+                                        with: PatchWith::Refusal(refusal),
+                                    });
+                                }
+                            }
+                            statements.pending.borrow_mut().answer(
+                                Answer::Error(code),
+                                &statements.facts,
+                                &ctx.audit,
+                            );
+                        }
+                        b'C' => statements.pending.borrow_mut().answer(
+                            Answer::Complete(body),
+                            &statements.facts,
+                            &ctx.audit,
+                        ),
+                        b'I' | b's' | b'V' => statements.pending.borrow_mut().answer(
+                            Answer::Other,
+                            &statements.facts,
+                            &ctx.audit,
+                        ),
+                        b'S' => {
+                            let mut fields = body.split(|&b| b == 0);
+                            if let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                                statements.guard.borrow_mut().parameter_status(name, value);
                             }
                         }
-                        statements.pending.borrow_mut().answer(
-                            Answer::Error(code),
-                            &statements.facts,
-                            &ctx.audit,
-                        );
+                        b'Z' => {
+                            let closed = windows.get();
+                            windows.set(closed + 1);
+                            let mut queue = refused.borrow_mut();
+                            while queue.front().is_some_and(|(w, _)| *w < windows.get()) {
+                                queue.pop_front();
+                            }
+                            statements.pending.borrow_mut().window_closed(
+                                closed,
+                                &statements.facts,
+                                &ctx.audit,
+                            );
+                        }
+                        _ => {}
                     }
-                    b'C' => statements.pending.borrow_mut().answer(
-                        Answer::Complete(body),
-                        &statements.facts,
-                        &ctx.audit,
-                    ),
-                    b'I' | b's' | b'V' => statements.pending.borrow_mut().answer(
-                        Answer::Other,
-                        &statements.facts,
-                        &ctx.audit,
-                    ),
-                    b'S' => {
-                        let mut fields = body.split(|&b| b == 0);
-                        if let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                            statements.guard.borrow_mut().parameter_status(name, value);
+                    if let Some(masking) = masking {
+                        if SessionMasker::inspects_backend(header.tag) {
+                            // Mask before anything else sees the data. An error of ours (a
+                            // refusal) still passes through the masker, which follows the
+                            // stream, but what it would send is replaced by the refusal.
+                            let start = masked.len();
+                            let rewrite =
+                                masking
+                                    .borrow_mut()
+                                    .backend_frame(header.tag, body, &mut masked);
+                            if ours {
+                                masked.truncate(start);
+                            } else if rewrite {
+                                patches.push(Patch {
+                                    offset,
+                                    len: header.frame_len(),
+                                    with: PatchWith::Bytes(start..masked.len()),
+                                });
+                            }
                         }
                     }
-                    b'Z' => {
-                        let closed = windows.get();
-                        windows.set(closed + 1);
-                        let mut queue = refused.borrow_mut();
-                        while queue.front().is_some_and(|(w, _)| *w < windows.get()) {
-                            queue.pop_front();
-                        }
-                        statements.pending.borrow_mut().window_closed(
-                            closed,
-                            &statements.facts,
-                            &ctx.audit,
-                        );
-                    }
-                    _ => {}
                 },
             );
             windows_seen = windows.get();
@@ -1524,10 +1725,10 @@ async fn relay(
                     .bytes_from_backend
                     .set(counters.bytes_from_backend.get() + walked.forward as u64);
                 let out = buf.split_to(walked.forward).freeze();
-                let out = if rewrites.is_empty() {
+                let out = if patches.is_empty() {
                     out
                 } else {
-                    rewrite_errors(&out, rewrites)
+                    apply_patches(&out, patches, &masked)
                 };
                 if let Err(e) = writer.relay(out, walker.at_boundary()).await {
                     return (End::Io("client", e), false);
@@ -1667,7 +1868,15 @@ mod tests {
         let ready = frame(b'Z', b"T");
         let stream = [error.clone(), ready.clone()].concat();
         let refusal = Refusal::new("42501", "access to \"app\" denied").hint("ask");
-        let out = rewrite_errors(&stream, vec![(0, error.len(), refusal)]);
+        let out = apply_patches(
+            &stream,
+            vec![Patch {
+                offset: 0,
+                len: error.len(),
+                with: PatchWith::Refusal(refusal),
+            }],
+            &[],
+        );
         let seen = frames(&out);
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].0, b'E');

@@ -184,7 +184,12 @@ async fn prepared_statements_are_judged_by_what_they_run() {
         let row = guard("run prepared", bob.query_one(&statement, &[&id]))
             .await
             .expect("prepared read");
-        assert_eq!(row.get::<_, String>(0), format!("c{id}@example.com"));
+        // bob reads through the demo's masking profile: the email is masked, every time.
+        let email: String = row.get(0);
+        assert!(
+            email.ends_with(".com") && email.contains('*') && !email.contains(&format!("c{id}@")),
+            "{email}"
+        );
     }
     expect_sqlstate(
         guard(

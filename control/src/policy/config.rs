@@ -5,10 +5,12 @@
 //! to the proxy inside the snapshot (as JSON), so every type here serializes back to the
 //! form it was read from.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use sluice_masker::ProfileConfig;
 
 /// The `[policy]` section: rules saying who may open sessions on which resources, and
 /// which statements they may run there.
@@ -43,6 +45,11 @@ pub struct PolicyConfig {
     /// a statement decides it; a statement no rule matches is denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statements: Vec<StatementRuleConfig>,
+    /// Masking profiles by name (`[policy.masking.NAME]`), which access rules select with
+    /// `masking = "NAME"`: the column rules, content detectors and styles applied to what
+    /// the database returns to those sessions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub masking: BTreeMap<String, ProfileConfig>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -369,6 +369,7 @@ impl Policy {
             None => DangerList::default_list(),
         };
         let statements = compile_statements(config, known_resources, &known, &mut errors);
+        check_masking(config, &mut errors);
         if !errors.is_empty() {
             return Err(PolicyErrors { errors });
         }
@@ -779,6 +780,38 @@ fn check_rule(
     if rule.hours.is_some() && rule.access != Access::Allow {
         errors.push(format!(
             "{who}: hours: applies only to access = \"allow\" rules; remove it"
+        ));
+    }
+}
+
+/// Every masking profile compiles, and every rule's `masking` names one: a session must
+/// never run unmasked because its profile's name was mistyped.
+fn check_masking(config: &PolicyConfig, errors: &mut Vec<String>) {
+    for (name, profile) in &config.masking {
+        if let Err(e) = sluice_masker::Masker::compile(name, profile, &[0; 32]) {
+            errors.push(format!("policy.masking.{name}: {e}"));
+        }
+    }
+    for (i, rule) in config.rules.iter().enumerate() {
+        let Some(profile) = rule.masking.as_deref() else {
+            continue;
+        };
+        if profile.trim().is_empty() || config.masking.contains_key(profile) {
+            continue;
+        }
+        let who = if rule.name.is_empty() {
+            format!("rule #{} (unnamed)", i + 1)
+        } else {
+            format!("rule {:?}", rule.name)
+        };
+        let known = if config.masking.is_empty() {
+            "no [policy.masking.NAME] profile is defined".to_owned()
+        } else {
+            let names: Vec<&str> = config.masking.keys().map(String::as_str).collect();
+            format!("defined: {}", names.join(", "))
+        };
+        errors.push(format!(
+            "{who}: masking: profile {profile:?} is not defined ({known})"
         ));
     }
 }

@@ -59,6 +59,11 @@ name = "alice-billing"
 users = ["alice"]
 resources = ["billing"]
 access = "allow"
+
+[policy.masking.pii]
+
+[policy.masking.pii-strict]
+style = "redact"
 "#;
 
 const KNOWN: &[&str] = &["shop", "billing", "audit"];
@@ -505,13 +510,37 @@ max_grant = "1h"
         "rule #3 (unnamed): masking: has no effect on an access = \"deny\" rule; remove it",
         "rule \"late\": max_grant: applies only to access = \"request\" rules; remove it",
         "rule \"late\": hours: applies only to access = \"allow\" rules; remove it",
+        "rule #3 (unnamed): masking: profile \"pii\" is not defined (no [policy.masking.NAME] profile is defined)",
     ];
     assert_eq!(err.errors, expected, "{err}");
     let text = err.to_string();
     assert!(
-        text.starts_with("invalid [policy]: 14 problems\n  - "),
+        text.starts_with("invalid [policy]: 15 problems\n  - "),
         "{text}"
     );
+
+    // A masking profile that does not compile is named with what is wrong.
+    let config = parse(
+        r#"
+[[policy.rules]]
+name = "r"
+groups = ["g"]
+resources = ["shop"]
+access = "allow"
+masking = "pii"
+
+[policy.masking.pii]
+detectors = ["card"]
+
+[[policy.masking.pii.patterns]]
+name = "empty"
+regex = "x*"
+"#,
+    );
+    let err = Policy::compile(&config, &["shop"]).expect_err("bad profile");
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert!(err.errors[0].starts_with("policy.masking.pii: "), "{err}");
+    assert!(err.errors[0].contains("empty"), "the rule is named: {err}");
 
     // No configured resources at all.
     let config = parse(

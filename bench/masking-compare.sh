@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# What inline masking costs end to end: pgbench running a custom script, one SELECT of
+# 100 rows x 6 text columns (about 100 bytes each, drawn from the demo's customers, so every
+# row carries an email, a phone number and a card number), through the demo gateway as bob
+# (group support: masking profile "pii", every value scanned by the detectors, named
+# columns masked) and as carol (group dba: no masking), and directly against PostgreSQL,
+# interleaved in rounds so machine noise hits every target alike. Reports median TPS, the
+# ratio masked / unmasked, and the gateway's CPU time per transaction (utime+stime).
+#
+#   bash bench/masking-compare.sh [--clients 8] [--seconds 8] [--rounds 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+clients=8 seconds=8 rounds=5
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --clients) clients=$2; shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+bash scripts/install-deps.sh
+cargo build --release -p sluice >&2
+bin=target/release/sluice
+work=$(mktemp -d /tmp/sluice-mask-bench-XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+port=$((20000 + RANDOM % 10000))
+SLUICE_LOG=warn "$bin" demo --dir "$work/demo" --port "$port" >"$work/demo.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 120); do [ -f "$work/demo/demo.env" ] && port_open "$port" && break; sleep 0.5; done
+# shellcheck disable=SC1091
+. "$work/demo/demo.env"
+gateway_pid=$(pgrep -P "${pids[0]}" -f "proxy --config" | head -n 1)
+
+direct_pw=${DEMO_BACKEND_URL#*://*:}; direct_pw=${direct_pw%@*}
+direct_user=${DEMO_BACKEND_URL#*://}; direct_user=${direct_user%%:*}
+direct_port=${DEMO_BACKEND_URL##*:}; direct_port=${direct_port%%/*}
+PGPASSWORD=$direct_pw psql -qX -v ON_ERROR_STOP=1 "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" >/dev/null <<'SQL'
+CREATE TABLE wide_rows AS
+SELECT id,
+  rpad('Customer ' || full_name || ' opened the account in ' || (2010 + id % 14) || ' on standard terms', 100, '.') AS profile,
+  rpad('Contact ' || email || ' is the primary address; newsletter opted out, language en-US', 100, '.') AS contact,
+  rpad('Phone on file ' || phone || ', verified by the support desk during onboarding', 100, '.') AS phone_note,
+  rpad('Payment card ' || card_number || ' expires 2027-0' || (1 + id % 9) || ', billing address matches', 100, '.') AS payment,
+  rpad(coalesce(notes, 'No notes for this customer yet; see the CRM for the full history'), 100, '.') AS remarks,
+  rpad('Order history: ' || (id * 7 % 100) || ' orders, lifetime value $' || (id * 13 % 5000) || '.00, last from DC-' || (id % 9), 100, '.') AS orders
+FROM customers WHERE id <= 100;
+GRANT SELECT ON wide_rows TO sluice_gateway;
+SQL
+echo 'SELECT profile, contact, phone_note, payment, remarks, orders FROM wide_rows;' >"$work/wide.sql"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+run() { # target -> "tps cpu_us_per_txn"
+    local target=$1 conn pw pid=""
+    case "$target" in
+        direct) conn="host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user"; pw=$direct_pw ;;
+        masked) conn="host=127.0.0.1 port=$port dbname=shop user=bob"; pw=$BOB_TOKEN; pid=$gateway_pid ;;
+        unmasked) conn="host=127.0.0.1 port=$port dbname=shop user=carol"; pw=$CAROL_TOKEN; pid=$gateway_pid ;;
+    esac
+    local before=0 after=0 out tps txns
+    [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    out=$(PGPASSWORD=$pw pgbench -n -f "$work/wide.sql" -c "$clients" -j 2 -T "$seconds" -M prepared "$conn sslmode=disable" 2>&1)
+    [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+    tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
+    txns=$(awk '/number of transactions actually processed/{split($0,a,": "); split(a[2],b,"/"); print b[1]; exit}' <<<"$out")
+    local cpu="-"
+    if [ -n "$pid" ] && [ -n "$txns" ] && [ "$txns" -gt 0 ]; then
+        cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$txns" 'BEGIN{printf "%.1f", t / hz * 1e6 / n}')
+    fi
+    echo "${tps:-0} $cpu"
+}
+
+# The masked target must really be masked, and the unmasked one not.
+sample() { PGPASSWORD=$2 psql -XAt "host=127.0.0.1 port=$port dbname=shop user=$1 sslmode=disable" -c "SELECT contact FROM wide_rows WHERE id = 1"; }
+case "$(sample bob "$BOB_TOKEN")" in *'*'*) ;; *) echo "bob's rows are not masked" >&2; exit 1 ;; esac
+case "$(sample carol "$CAROL_TOKEN")" in *'*'*) echo "carol's rows are masked" >&2; exit 1 ;; *) ;; esac
+
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "-"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+targets="direct unmasked masked"
+results="$work/results"; : >"$results"
+for round in $(seq 1 "$rounds"); do
+    for target in $targets; do
+        read -r tps cpu < <(run "$target")
+        echo "$target $round $tps $cpu" | tee -a "$results" >&2
+    done
+done
+
+echo
+echo "pgbench -f (SELECT of 100 rows x 6 text columns of ~100 bytes) -M prepared -c $clients -j 2 -T $seconds, $rounds interleaved rounds, $(nproc) cores;"
+echo "gateway: the demo's (io_uring, one pinned worker per core); masked = bob (profile pii), unmasked = carol (dba)."
+echo
+echo "| target | median TPS | ratio to unmasked | gateway CPU µs/txn (median) |"
+echo "|---|---|---|---|"
+unmasked=$(awk '$1=="unmasked"{print $3}' "$results" | median)
+for target in $targets; do
+    tps=$(awk -v t="$target" '$1==t{print $3}' "$results" | median)
+    cpu=$(awk -v t="$target" '$1==t && $4!="-"{print $4}' "$results" | median)
+    ratio=$(awk -v a="$tps" -v b="$unmasked" 'BEGIN{printf "%.2f", a/b}')
+    printf "| %s | %.0f | %s | %s |\n" "$target" "$tps" "$ratio" "$cpu"
+done
