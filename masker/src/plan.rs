@@ -310,6 +310,28 @@ impl Masker {
     }
 
     /// The longest span the detectors report (0 without detectors).
+    /// The text with every value the detectors find masked, or `None` when they find
+    /// nothing (or none is on). For text the gateway itself writes down, such as a
+    /// statement's literals in an audit event: what the session may not see, its audit
+    /// trail does not keep either.
+    pub fn mask_text(&self, text: &str) -> Option<String> {
+        if !self.detect {
+            return None;
+        }
+        let mut out = Vec::with_capacity(text.len());
+        let mut counts = vec![0; self.detectors.rule_names().len()];
+        let mut spans = Vec::new();
+        let found = self.detectors.mask_into(
+            text.as_bytes(),
+            &self.key,
+            false,
+            &mut out,
+            &mut counts,
+            &mut spans,
+        );
+        found.then(|| String::from_utf8_lossy(&out).into_owned())
+    }
+
     pub(crate) fn detectors_max_span(&self) -> usize {
         if self.detect {
             self.detectors.max_span_len()

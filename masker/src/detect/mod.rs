@@ -9,8 +9,8 @@
 //!
 //! | anchor | prefilter | validators |
 //! |---|---|---|
-//! | digit runs of the right shapes (`dddd?dddd?dddd`, `ddd?dd?dddd`, 13+ digits, …), two capitals and two digits | bitmaps of the text (SWAR, 8 bytes per step) combined with shifts and ANDs | `card`, `ssn`, national `phone` forms, IPv4 (`ip`), `iban` |
-//! | `@`, `:`, `+` | `memchr3` | `email`, IPv6 (`ip`), E.164 `phone` numbers |
+//! | digit runs of the right shapes (`dddd?dddd?dddd`, `ddd?dd?dddd`, 13+ digits, …), two capitals and two digits | bitmaps of the text (SSE2 compares and `movemask`, 16 bytes per step, for values up to 128 bytes; SWAR, 8 bytes per step, for longer ones) combined with shifts and ANDs | `card`, `ssn`, national `phone` forms, IPv4 (`ip`), `iban` |
+//! | `@`, `:`, `+` | the same 16-byte steps (values up to 128 bytes), `memchr3` | `email`, IPv6 (`ip`), E.164 `phone` numbers |
 //! | fixed prefixes (`eyJ`, `AKIA`, `-----BEGIN `, `sk_live_`, `ghp_`, `xoxb-`, …) | Aho-Corasick's packed (Teddy) SIMD searcher | JWT and secrets (`token`) |
 //! | the profile's literals and regexes | Aho-Corasick; a dense DFA with its literal prefilter | `custom` |
 //!
@@ -109,6 +109,9 @@ pub struct Detectors {
     email: Option<RuleId>,
     ipv6: Option<RuleId>,
     prefixes: Option<Prefixes>,
+    /// The bytes `find_at_signs` looks for (an anchor whose detector is off replaced by
+    /// one that is on), `None` when none of their detectors is on.
+    anchors: Option<[u8; 3]>,
     literals: Literals,
     patterns: Vec<Pattern>,
     max_span_len: usize,
@@ -250,6 +253,19 @@ impl Detectors {
         };
 
         let any_numeric = numeric.any();
+        let mut on = [
+            (email.is_some(), b'@'),
+            (ipv6.is_some(), b':'),
+            (numeric.phone.is_some(), b'+'),
+        ]
+        .into_iter()
+        .filter(|&(on, _)| on)
+        .map(|(_, b)| b);
+        let anchors = on.next().map(|a1| {
+            let a2 = on.next().unwrap_or(a1);
+            let a3 = on.next().unwrap_or(a2);
+            [a1, a2, a3]
+        });
         Ok(Detectors {
             names,
             rules,
@@ -258,6 +274,7 @@ impl Detectors {
             email,
             ipv6,
             prefixes,
+            anchors,
             literals,
             patterns,
             max_span_len,
@@ -272,11 +289,15 @@ impl Detectors {
     /// Appends the sensitive spans of `text` to `out`: in order, non-overlapping.
     pub fn find(&self, text: &[u8], out: &mut Vec<Span>) {
         let base = out.len();
-        if self.email.is_some() || self.ipv6.is_some() || self.numeric.phone.is_some() {
-            self.find_at_signs(text, out);
-        }
-        if self.any_numeric {
-            self.find_numeric(text, out);
+        if text.len() <= 128 {
+            self.find_short(text, out);
+        } else {
+            if let Some(anchors) = self.anchors {
+                self.find_at_signs(text, anchors, out);
+            }
+            if self.any_numeric {
+                self.find_numeric(text, out);
+            }
         }
         if let Some(p) = &self.prefixes {
             p.find(text, out);
@@ -288,48 +309,71 @@ impl Detectors {
         resolve(out, base);
     }
 
+    /// What `find_at_signs` and `find_short` do for a text of at most 128 bytes, from one
+    /// classification pass: the digit (and capital) bitmaps of the numeric detectors and
+    /// the bitmap of the `@`, `:`, `+` anchors come out of the same 16-byte steps.
+    fn find_short(&self, text: &[u8], out: &mut Vec<Span>) {
+        let upper = self.numeric.iban.is_some();
+        let w = match (upper, self.anchors) {
+            (_, None) if !self.any_numeric => return,
+            (true, Some(a)) => scan::classify_window::<true, true>(text, 0, 128, a),
+            (false, Some(a)) => scan::classify_window::<false, true>(text, 0, 128, a),
+            (true, None) => scan::classify_window::<true, false>(text, 0, 128, [1; 3]),
+            (false, None) => scan::classify_window::<false, false>(text, 0, 128, [1; 3]),
+        };
+        let mut anchor = w.anchor;
+        let mut pos = 0;
+        while anchor != 0 {
+            let c = anchor.trailing_zeros() as usize;
+            anchor &= anchor - 1;
+            if c < pos {
+                continue;
+            }
+            pos = self.at_sign(text, c, out);
+        }
+        if self.any_numeric {
+            let mut resume = 0;
+            let cand = self.numeric_shapes(w.digit, w.upper, false, 0);
+            self.validate_candidates(text, 0, cand, &mut resume, out);
+        }
+    }
+
     /// Emails from their `@`, IPv6 addresses from their first `:`, E.164 phone numbers
     /// from their `+`: one `memchr3` pass (a byte no detector wants stands in for an
     /// anchor whose detector is off).
-    fn find_at_signs(&self, text: &[u8], out: &mut Vec<Span>) {
-        // An anchor whose detector is off is replaced by one that is on.
-        let mut on = [
-            (self.email.is_some(), b'@'),
-            (self.ipv6.is_some(), b':'),
-            (self.numeric.phone.is_some(), b'+'),
-        ]
-        .into_iter()
-        .filter(|&(on, _)| on)
-        .map(|(_, b)| b);
-        let Some(a1) = on.next() else { return };
-        let a2 = on.next().unwrap_or(a1);
-        let a3 = on.next().unwrap_or(a2);
+    fn find_at_signs(&self, text: &[u8], anchors: [u8; 3], out: &mut Vec<Span>) {
+        let [a1, a2, a3] = anchors;
         let mut pos = 0;
         while let Some(rest) = text.get(pos..) {
             let Some(off) = memchr::memchr3(a1, a2, a3, rest) else {
                 break;
             };
-            let c = pos + off;
-            let (span, resume, rule) = match text.get(c) {
-                Some(b'@') => {
-                    let (span, resume) = email::around(text, c);
-                    (span, resume, self.email)
-                }
-                Some(b':') => {
-                    let (span, resume) = ip::v6_around(text, c);
-                    (span, resume, self.ipv6)
-                }
-                _ => {
-                    let end = phone::e164(text, c);
-                    let span = end.map(|e| (c, e));
-                    (span, end.unwrap_or(c + 1), self.numeric.phone)
-                }
-            };
-            if let (Some((start, end)), Some(rule)) = (span, rule) {
-                out.push(Span { start, end, rule });
-            }
-            pos = resume.max(c + 1);
+            pos = self.at_sign(text, pos + off, out);
         }
+    }
+
+    /// Runs the validator of the anchor at `c`; returns where the search resumes.
+    #[inline]
+    fn at_sign(&self, text: &[u8], c: usize, out: &mut Vec<Span>) -> usize {
+        let (span, resume, rule) = match text.get(c) {
+            Some(b'@') => {
+                let (span, resume) = email::around(text, c);
+                (span, resume, self.email)
+            }
+            Some(b':') => {
+                let (span, resume) = ip::v6_around(text, c);
+                (span, resume, self.ipv6)
+            }
+            _ => {
+                let end = phone::e164(text, c);
+                let span = end.map(|e| (c, e));
+                (span, end.unwrap_or(c + 1), self.numeric.phone)
+            }
+        };
+        if let (Some((start, end)), Some(rule)) = (span, rule) {
+            out.push(Span { start, end, rule });
+        }
+        resume.max(c + 1)
     }
 
     /// Cards, SSNs, phones, IPv4 addresses and IBANs, from bitmaps.

@@ -181,6 +181,152 @@ pub(crate) fn classify_short<const UPPER: bool>(text: &[u8]) -> (u128, u128) {
     (digit, upper)
 }
 
+/// The digit, (when `UPPER`) capital and (when `ANCHORS`) anchor bitmaps of 16 bytes, bit
+/// `j` for byte `j`: SSE2 compares and `movemask`, a handful of instructions for the
+/// three bitmaps (the portable per-byte version below does not vectorize as well).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn classify16<const UPPER: bool, const ANCHORS: bool>(
+    chunk: &[u8; 16],
+    anchors: [u8; 3],
+) -> (u32, u32, u32) {
+    use core::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_movemask_epi8,
+        _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+    };
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    let (l, h) = chunk.split_at(8);
+    lo.copy_from_slice(l);
+    hi.copy_from_slice(h);
+    // SAFETY: these intrinsics only need SSE2, which this function is compiled only with
+    // (`cfg(target_feature = "sse2")`, part of the x86_64 baseline); they take and return
+    // values (no pointer is read or written). Covered by
+    // `tests::classify_window_matches_a_plain_scan` and `tests::classify16_matches_bytes`.
+    unsafe {
+        let v = _mm_set_epi64x(i64::from_le_bytes(hi), i64::from_le_bytes(lo));
+        // Signed compares: bytes >= 0x80 are negative, so in no class.
+        let between = |first: u8, last: u8| {
+            _mm_and_si128(
+                _mm_cmpgt_epi8(v, _mm_set1_epi8((first - 1) as i8)),
+                _mm_cmplt_epi8(v, _mm_set1_epi8((last + 1) as i8)),
+            )
+        };
+        let digit = _mm_movemask_epi8(between(b'0', b'9')) as u32;
+        let upper = if UPPER {
+            _mm_movemask_epi8(between(b'A', b'Z')) as u32
+        } else {
+            0
+        };
+        let anchor = if ANCHORS {
+            let eq = |a: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(a as i8));
+            _mm_movemask_epi8(_mm_or_si128(
+                _mm_or_si128(eq(anchors[0]), eq(anchors[1])),
+                eq(anchors[2]),
+            )) as u32
+        } else {
+            0
+        };
+        (digit, upper, anchor)
+    }
+}
+
+/// The portable version of the 16-byte classification: plain per-byte tests over a
+/// fixed-size array, no branch per byte.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn classify16<const UPPER: bool, const ANCHORS: bool>(
+    chunk: &[u8; 16],
+    anchors: [u8; 3],
+) -> (u32, u32, u32) {
+    let mut digit = 0u32;
+    for (j, &b) in chunk.iter().enumerate() {
+        digit |= u32::from(b.wrapping_sub(b'0') < 10) << j;
+    }
+    let mut upper = 0u32;
+    if UPPER {
+        for (j, &b) in chunk.iter().enumerate() {
+            upper |= u32::from(b.wrapping_sub(b'A') < 26) << j;
+        }
+    }
+    let mut anchor = 0u32;
+    if ANCHORS {
+        let [a0, a1, a2] = anchors;
+        for (j, &b) in chunk.iter().enumerate() {
+            anchor |= u32::from((b == a0) | (b == a1) | (b == a2)) << j;
+        }
+    }
+    (digit, upper, anchor)
+}
+
+/// Bitmaps of up to 128 bytes of a text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// `[0-9]`.
+    pub(crate) digit: u128,
+    /// `[A-Z]`, when asked for (else 0).
+    pub(crate) upper: u128,
+    /// Bytes equal to one of the anchors, when asked for (else 0).
+    pub(crate) anchor: u128,
+}
+
+/// The bitmaps of `text[base..base + n]` (`n <= 128`; bytes past the end are in no
+/// class): the uppercase one only when `UPPER`, the one of the bytes in `anchors` only
+/// when `ANCHORS` (anchors are never 0). 16 bytes per step; a last partial chunk is read
+/// as the text's last 16 bytes shifted down (no copy), or through a zero-padded copy when
+/// the whole text is shorter than 16 bytes.
+#[inline(always)]
+pub(crate) fn classify_window<const UPPER: bool, const ANCHORS: bool>(
+    text: &[u8],
+    base: usize,
+    n: usize,
+    anchors: [u8; 3],
+) -> Window {
+    let end = text.len().min(base.saturating_add(n.min(128)));
+    // Per 16-byte chunk, combined with constant shifts at the end (a variable shift of a
+    // `u128` costs a branch and several instructions).
+    let mut m = [(0u32, 0u32, 0u32); 8];
+    let mut k = 0;
+    let mut i = base;
+    while let (Some(chunk), Some(slot)) =
+        (text.get(i..i + 16).filter(|_| i + 16 <= end), m.get_mut(k))
+    {
+        let mut c = [0u8; 16];
+        c.copy_from_slice(chunk);
+        *slot = classify16::<UPPER, ANCHORS>(&c, anchors);
+        i += 16;
+        k += 1;
+    }
+    if let (true, Some(slot)) = (i < end, m.get_mut(k)) {
+        let tail = end - i;
+        let mut c = [0u8; 16];
+        match end.checked_sub(16).and_then(|from| text.get(from..end)) {
+            Some(last) => {
+                c.copy_from_slice(last);
+                let (d, u, a) = classify16::<UPPER, ANCHORS>(&c, anchors);
+                let k = 16 - tail;
+                *slot = (d >> k, u >> k, a >> k);
+            }
+            None => {
+                for (d, s) in c.iter_mut().zip(text.get(i..end).unwrap_or_default()) {
+                    *d = *s;
+                }
+                *slot = classify16::<UPPER, ANCHORS>(&c, anchors);
+            }
+        }
+    }
+    let join = |part: fn(&(u32, u32, u32)) -> u32| {
+        m.iter()
+            .rev()
+            .fold(0u128, |acc, x| (acc << 16) | u128::from(part(x)))
+    };
+    Window {
+        digit: join(|x| x.0),
+        upper: if UPPER { join(|x| x.1) } else { 0 },
+        anchor: if ANCHORS { join(|x| x.2) } else { 0 },
+    }
+}
+
 /// Whether a number starting at `i` starts a token of its own: the byte before it does
 /// not continue a word, and is not a `-`, `.`, `/` or `:` right after a digit (which
 /// would make it the tail of a date, a decimal, a version or a longer id). A space or a
@@ -252,6 +398,66 @@ mod tests {
                 assert_eq!(classify_short::<false>(text), (d, 0));
             }
             assert_eq!(classify::<false>(text, base).digit, b.digit);
+        }
+    }
+
+    #[test]
+    fn classify16_matches_bytes() {
+        let anchors = [b'@', b':', b'+'];
+        for start in (0..=255u8).step_by(16) {
+            let mut c = [0u8; 16];
+            for (j, d) in c.iter_mut().enumerate() {
+                *d = start + j as u8;
+            }
+            let (d, u, a) = classify16::<true, true>(&c, anchors);
+            for (j, b) in c.iter().enumerate() {
+                assert_eq!(d >> j & 1 == 1, b.is_ascii_digit(), "{b}");
+                assert_eq!(u >> j & 1 == 1, b.is_ascii_uppercase(), "{b}");
+                assert_eq!(a >> j & 1 == 1, anchors.contains(b), "{b}");
+            }
+            assert_eq!(classify16::<false, false>(&c, anchors), (d, 0, 0));
+        }
+    }
+
+    #[test]
+    fn classify_window_matches_a_plain_scan() {
+        let mut text: Vec<u8> = (0..=255u8).collect();
+        text.extend_from_slice(
+            b"ab12c3.45:6789Z01+234AZ@[`5678901@234567890+12345678.9:01234567890",
+        );
+        let anchors = [b'@', b':', b'+'];
+        for len in [
+            0,
+            1,
+            7,
+            15,
+            16,
+            17,
+            31,
+            33,
+            64,
+            100,
+            127,
+            128,
+            129,
+            200,
+            text.len(),
+        ] {
+            for base in [0, 1, 15, 16, 60, 100, 250, 300] {
+                let text = &text[..len];
+                for n in [64, 128] {
+                    let w = classify_window::<true, true>(text, base, n, anchors);
+                    for j in 0..128 {
+                        let byte = text.get(base + j).filter(|_| j < n);
+                        let bit = |m: u128| m >> j & 1 == 1;
+                        assert_eq!(bit(w.digit), byte.is_some_and(u8::is_ascii_digit));
+                        assert_eq!(bit(w.upper), byte.is_some_and(u8::is_ascii_uppercase));
+                        assert_eq!(bit(w.anchor), byte.is_some_and(|b| anchors.contains(b)));
+                    }
+                    let plain = classify_window::<false, false>(text, base, n, anchors);
+                    assert_eq!((plain.digit, plain.upper, plain.anchor), (w.digit, 0, 0));
+                }
+            }
         }
     }
 }
