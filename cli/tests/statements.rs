@@ -220,3 +220,73 @@ fn readers_are_refused_risky_statements_are_held_and_a_dba_decides() {
     assert_eq!(drop["outcome"], "completed", "{drop}");
     assert_eq!(drop["approvers"], serde_json::json!(["carol"]), "{drop}");
 }
+
+// `sluice policy explain --query` for a masked session shows which rule masks each result
+// column; the backend describes the query (with the gateway's credentials), so an alias
+// does not hide the column it comes from.
+#[test]
+fn policy_explain_shows_the_masking_plan_of_a_query() {
+    let gw = Gateway::start(Options::default());
+    let carol = member(&gw, "carol", "dba");
+    let mut session = Session::open(&gw, "carol", &carol);
+    session.send(
+        "CREATE TABLE customers (id int PRIMARY KEY, email text, ssn text, notes text);
+         SELECT 'created';",
+    );
+    session.expect_out("created");
+
+    let explained = gw.sluice(&[
+        "policy",
+        "explain",
+        "--user",
+        "bob",
+        "--groups",
+        "support",
+        "--resource",
+        "app",
+        "--query",
+        "SELECT id, email, ssn AS x, notes FROM customers",
+    ]);
+    let out = text(&explained.stdout);
+    assert!(
+        explained.status.success(),
+        "{out}{}",
+        text(&explained.stderr)
+    );
+    assert!(
+        out.contains("masking plan for the result (profile \"pii\")"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"email\" (type oid 25, from public.customers.email): masked by rule \"emails\" (partial)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"x\" (type oid 25, from public.customers.ssn): masked by rule \"customer-ssn-by-source\" (redact)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"notes\" (type oid 25, from public.customers.notes): scanned by detectors card, email"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"id\" (type oid 23, from public.customers.id): passed through"),
+        "{out}"
+    );
+
+    // carol (dba) has no masking profile: no plan.
+    let explained = gw.sluice(&[
+        "policy",
+        "explain",
+        "--user",
+        "carol",
+        "--groups",
+        "dba",
+        "--resource",
+        "app",
+        "--query",
+        "SELECT email FROM customers",
+    ]);
+    assert!(explained.status.success());
+    assert!(!text(&explained.stdout).contains("masking plan"));
+}

@@ -1484,7 +1484,12 @@ async fn relay(
                                         .split(|&b| b == 0)
                                         .nth(usize::from(tag == b'P'))
                                         .unwrap_or(body);
-                                    String::from_utf8_lossy(text).into_owned()
+                                    let text = String::from_utf8_lossy(text).into_owned();
+                                    // A literal the session's profile would mask in a
+                                    // result is masked in its audit trail too.
+                                    masking
+                                        .and_then(|m| m.borrow().masker().mask_text(&text))
+                                        .unwrap_or(text)
                                 });
                                 let now = Instant::now();
                                 let now_ms = clock.wall_ms(now);
