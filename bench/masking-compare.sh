@@ -60,6 +60,39 @@ GRANT SELECT ON wide_rows TO sluice_gateway;
 SQL
 echo 'SELECT profile, contact, phone_note, payment, remarks, orders FROM wide_rows;' >"$work/wide.sql"
 
+# A third reader, erin (group analysts), whose profile has column rules only (3 of the 6
+# columns redacted, no detectors): what masking costs when nothing has to be searched.
+cat >>"$SLUICE_CONFIG" <<'TOML'
+
+[[policy.rules]]
+name = "analysts-bench"
+groups = ["analysts"]
+resources = ["shop"]
+access = "allow"
+masking = "columns-only"
+
+[[policy.statements]]
+name = "analysts-read"
+groups = ["analysts"]
+resources = ["*"]
+classes = ["read", "session", "transaction"]
+access = "allow"
+
+[policy.masking.columns-only]
+detectors = []
+
+[[policy.masking.columns-only.columns]]
+column = "contact"
+
+[[policy.masking.columns-only.columns]]
+column = "phone_note"
+
+[[policy.masking.columns-only.columns]]
+column = "payment"
+TOML
+"$bin" reload --config "$SLUICE_CONFIG" >&2
+ERIN_TOKEN=$("$bin" token --config "$SLUICE_CONFIG" --user erin --groups analysts --ttl 2h)
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
@@ -69,6 +102,7 @@ run() { # target -> "tps cpu_us_per_txn"
         direct) conn="host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user"; pw=$direct_pw ;;
         masked) conn="host=127.0.0.1 port=$port dbname=shop user=bob"; pw=$BOB_TOKEN; pid=$gateway_pid ;;
         unmasked) conn="host=127.0.0.1 port=$port dbname=shop user=carol"; pw=$CAROL_TOKEN; pid=$gateway_pid ;;
+        columns) conn="host=127.0.0.1 port=$port dbname=shop user=erin"; pw=$ERIN_TOKEN; pid=$gateway_pid ;;
     esac
     local before=0 after=0 out tps txns
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
@@ -87,9 +121,10 @@ run() { # target -> "tps cpu_us_per_txn"
 sample() { PGPASSWORD=$2 psql -XAt "host=127.0.0.1 port=$port dbname=shop user=$1 sslmode=disable" -c "SELECT contact FROM wide_rows WHERE id = 1"; }
 case "$(sample bob "$BOB_TOKEN")" in *'*'*) ;; *) echo "bob's rows are not masked" >&2; exit 1 ;; esac
 case "$(sample carol "$CAROL_TOKEN")" in *'*'*) echo "carol's rows are masked" >&2; exit 1 ;; *) ;; esac
+case "$(sample erin "$ERIN_TOKEN")" in '****') ;; *) echo "erin's contact column is not redacted" >&2; exit 1 ;; esac
 
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "-"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-targets="direct unmasked masked"
+targets="direct unmasked columns masked"
 results="$work/results"; : >"$results"
 for round in $(seq 1 "$rounds"); do
     for target in $targets; do
@@ -100,7 +135,7 @@ done
 
 echo
 echo "pgbench -f (SELECT of 100 rows x 6 text columns of ~100 bytes) -M prepared -c $clients -j 2 -T $seconds, $rounds interleaved rounds, $(nproc) cores;"
-echo "gateway: the demo's (io_uring, one pinned worker per core); masked = bob (profile pii), unmasked = carol (dba)."
+echo "gateway: the demo's (io_uring, one pinned worker per core); masked = bob (profile pii: column rules and every detector), columns = erin (3 of 6 columns redacted, no detectors), unmasked = carol (dba)."
 echo
 echo "| target | median TPS | ratio to unmasked | gateway CPU µs/txn (median) |"
 echo "|---|---|---|---|"
