@@ -217,43 +217,44 @@ impl CopyOut {
             self.pending.extend_from_slice(head);
             input = tail;
             let pending = std::mem::take(&mut self.pending);
-            let mut pos = 0;
-            while let Some(len) = pending
-                .get(pos..)
-                .and_then(|rest| self.next_segment(masker, sink, rest))
-            {
-                segment(
-                    masker,
-                    sink,
-                    pending.get(pos..pos + len).unwrap_or_default(),
-                    same_length,
-                    out,
-                );
-                pos += len;
-            }
+            let pos = self.segments(masker, sink, &pending, same_length, out);
             self.pending = pending;
             self.pending.drain(..pos.min(self.pending.len()));
             if self.pending.is_empty() {
                 // Back on a segment boundary: the rest needs no carry but its tail.
-                let mut pos = 0;
-                while let Some(len) = input
-                    .get(pos..)
-                    .and_then(|rest| self.next_segment(masker, sink, rest))
-                {
-                    segment(
-                        masker,
-                        sink,
-                        input.get(pos..pos + len).unwrap_or_default(),
-                        same_length,
-                        out,
-                    );
-                    pos += len;
-                }
+                let pos = self.segments(masker, sink, input, same_length, out);
                 self.pending
                     .extend_from_slice(input.get(pos..).unwrap_or_default());
                 return;
             }
         }
+    }
+
+    /// Appends every complete segment at the front of `data`, masked; returns how many
+    /// bytes they cover (the rest is an unfinished segment).
+    fn segments(
+        &mut self,
+        masker: &Masker,
+        sink: &mut Sink<'_>,
+        data: &[u8],
+        same_length: bool,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let mut pos = 0;
+        while let Some(len) = data
+            .get(pos..)
+            .and_then(|rest| self.next_segment(masker, sink, rest))
+        {
+            segment(
+                masker,
+                sink,
+                data.get(pos..pos + len).unwrap_or_default(),
+                same_length,
+                out,
+            );
+            pos += len;
+        }
+        pos
     }
 }
 
