@@ -24,28 +24,13 @@ done
 bash scripts/install-deps.sh
 cargo build --release -p sluice >&2
 bin=target/release/sluice
-work=$(mktemp -d /tmp/sluice-mask-bench-XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+work=$bench_work
 port=$((20000 + RANDOM % 10000))
-SLUICE_LOG=warn "$bin" demo --dir "$work/demo" --port "$port" >"$work/demo.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 120); do [ -f "$work/demo/demo.env" ] && port_open "$port" && break; sleep 0.5; done
-# shellcheck disable=SC1091
-. "$work/demo/demo.env"
-gateway_pid=$(pgrep -P "${pids[0]}" -f "proxy --config" | head -n 1)
+start_demo "$bin" "$port"
+gateway_pid=$demo_gateway_pid
 
-direct_pw=${DEMO_BACKEND_URL#*://*:}; direct_pw=${direct_pw%@*}
-direct_user=${DEMO_BACKEND_URL#*://}; direct_user=${direct_user%%:*}
-direct_port=${DEMO_BACKEND_URL##*:}; direct_port=${direct_port%%/*}
 PGPASSWORD=$direct_pw psql -qX -v ON_ERROR_STOP=1 "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" >/dev/null <<'SQL'
 CREATE TABLE wide_rows AS
 SELECT id,
@@ -93,7 +78,6 @@ TOML
 "$bin" reload --config "$SLUICE_CONFIG" >&2
 ERIN_TOKEN=$("$bin" token --config "$SLUICE_CONFIG" --user erin --groups analysts --ttl 2h)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 run() { # target -> "tps cpu_us_per_txn"
@@ -123,7 +107,6 @@ case "$(sample bob "$BOB_TOKEN")" in *'*'*) ;; *) echo "bob's rows are not maske
 case "$(sample carol "$CAROL_TOKEN")" in *'*'*) echo "carol's rows are masked" >&2; exit 1 ;; *) ;; esac
 case "$(sample erin "$ERIN_TOKEN")" in '****') ;; *) echo "erin's contact column is not redacted" >&2; exit 1 ;; esac
 
-median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "-"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 targets="direct unmasked columns masked"
 results="$work/results"; : >"$results"
 for round in $(seq 1 "$rounds"); do

@@ -39,37 +39,25 @@ if [ "$policy_off" = 1 ]; then
     cargo build --release -p sluice --features bench-no-statement-policy --target-dir target/bench-no-policy >&2
     nopolicy_bin=target/bench-no-policy/release/sluice
 fi
-work=$(mktemp -d /tmp/sluice-bench-XXXXXX)
-chmod 755 "$work" # PostgreSQL runs unprivileged below it when we are root
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+work=$bench_work
 
 port_uring=$((20000 + RANDOM % 10000))
-SLUICE_LOG=warn "$bin" demo --dir "$work/demo" --port "$port_uring" >"$work/demo.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 120); do [ -f "$work/demo/demo.env" ] && port_open "$port_uring" && break; sleep 0.5; done
-# shellcheck disable=SC1091
-. "$work/demo/demo.env"
+start_demo "$bin" "$port_uring"
 # One gateway per (driver, workers) variant, all from the demo's config; idle ones cost
 # nothing. The demo's own gateway (io_uring, one worker per core) is the first: the demo
 # runs like `sluice up`, with the gateway as its child process (control stays in the demo
 # process, so its CPU is not counted against the gateway).
 declare -A proxy_port proxy_pid
 proxy_port[sluice-io_uring-w2]=$port_uring
-proxy_pid[sluice-io_uring-w2]=$(pgrep -P "${pids[0]}" -f "proxy --config" | head -n 1)
+proxy_pid[sluice-io_uring-w2]=$demo_gateway_pid
 next_port=$((port_uring + 10))
 for variant in io_uring-w1 epoll-w1 epoll-w2; do
     driver=${variant%-w*}; workers=${variant##*-w}
     SLUICE_LOG=warn "$bin" proxy --config "$SLUICE_CONFIG" --driver "$driver" --workers "$workers" \
         --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
-    pids+=($!)
+    bench_pids+=($!)
     proxy_pid[sluice-$variant]=$!
     proxy_port[sluice-$variant]=$next_port
     for _ in $(seq 1 60); do port_open "$next_port" && break; sleep 0.25; done
@@ -80,7 +68,7 @@ if [ "$policy_off" = 1 ]; then
         variant=nopolicy-w$workers
         SLUICE_LOG=warn "$nopolicy_bin" proxy --config "$SLUICE_CONFIG" --driver io_uring --workers "$workers" \
             --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
-        pids+=($!)
+        bench_pids+=($!)
         proxy_pid[sluice-$variant]=$!
         proxy_port[sluice-$variant]=$next_port
         for _ in $(seq 1 60); do port_open "$next_port" && break; sleep 0.25; done
@@ -88,9 +76,7 @@ if [ "$policy_off" = 1 ]; then
     done
 fi
 
-export PGPASSWORD_DIRECT=${DEMO_BACKEND_URL#*://*:}; PGPASSWORD_DIRECT=${PGPASSWORD_DIRECT%@*}
-direct_user=${DEMO_BACKEND_URL#*://}; direct_user=${direct_user%%:*}
-direct_port=${DEMO_BACKEND_URL##*:}; direct_port=${direct_port%%/*}
+export PGPASSWORD_DIRECT=$direct_pw
 PGPASSWORD=$PGPASSWORD_DIRECT pgbench -q -i -s "$scale" "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" >/dev/null 2>&1
 PGPASSWORD=$PGPASSWORD_DIRECT psql -qX "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" \
     -c "GRANT ALL ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO sluice_gateway" >/dev/null
@@ -124,9 +110,8 @@ INI
     bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
 fi
 stop_bouncer() { [ -n "$bouncer_pid" ] && kill "$bouncer_pid" 2>/dev/null || true; }
-trap 'stop_bouncer; cleanup' EXIT
+trap 'stop_bouncer; bench_cleanup' EXIT
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 run() { # target mode -> "tps cpu_us_per_txn"
@@ -151,7 +136,6 @@ run() { # target mode -> "tps cpu_us_per_txn"
     echo "$tps $cpu"
 }
 
-median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "-"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
 targets="direct sluice-io_uring-w1 sluice-io_uring-w2 sluice-epoll-w1 sluice-epoll-w2"
 [ "$policy_off" = 1 ] && targets="$targets sluice-nopolicy-w1 sluice-nopolicy-w2"
