@@ -70,6 +70,12 @@ impl Literals {
         Ok(Literals { sets, max_len })
     }
 
+    /// Whether there are no literals (nothing to search).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
     /// Appends every match (non-overlapping within one case mode).
     pub(crate) fn find(&self, text: &[u8], out: &mut Vec<Span>) {
         for (ac, ids) in &self.sets {

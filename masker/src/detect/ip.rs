@@ -75,7 +75,10 @@ pub(crate) fn v6_around(text: &[u8], c: usize) -> (Option<(usize, usize)>, usize
         return (None, resume);
     }
     match text.get(s..e) {
-        Some(token) if valid_v6(token) => (Some((s, e)), resume),
+        // Every form has two colons or more; a time of day (`14:05`) has one.
+        Some(token) if memchr::memchr_iter(b':', token).nth(1).is_some() && valid_v6(token) => {
+            (Some((s, e)), resume)
+        }
         _ => (None, resume),
     }
 }

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | digit runs of the right shapes (`dddd?dddd?dddd`, `ddd?dd?dddd`, 13+ digits, …), two capitals and two digits | bitmaps of the text (SSE2 compares and `movemask`, 16 bytes per step, for values up to 128 bytes; SWAR, 8 bytes per step, for longer ones) combined with shifts and ANDs | `card`, `ssn`, national `phone` forms, IPv4 (`ip`), `iban` |
 //! | `@`, `:`, `+` | the same 16-byte steps (values up to 128 bytes), `memchr3` | `email`, IPv6 (`ip`), E.164 `phone` numbers |
-//! | fixed prefixes (`eyJ`, `AKIA`, `-----BEGIN `, `sk_live_`, `ghp_`, `xoxb-`, …) | Aho-Corasick's packed (Teddy) SIMD searcher | JWT and secrets (`token`) |
+//! | fixed prefixes (`eyJ`, `AKIA`, `-----BEGIN `, `sk_live_`, `ghp_`, `xoxb-`, …) | values up to 128 bytes: the same 16-byte steps test byte pairs every prefix holds (`yJ`, `AK`, `--`, a letter and `-`, `_`), and only a value holding one is searched; then, and for longer values, Aho-Corasick's packed (Teddy) SIMD searcher | JWT and secrets (`token`) |
 //! | the profile's literals and regexes | Aho-Corasick; a dense DFA with its literal prefilter | `custom` |
 //!
 //! Validators are deliberately strict at the boundaries (a card is never the middle of a
@@ -33,6 +33,7 @@ mod iban;
 mod ip;
 mod phone;
 mod scan;
+mod short;
 mod ssn;
 mod token;
 
@@ -115,6 +116,8 @@ pub struct Detectors {
     literals: Literals,
     patterns: Vec<Pattern>,
     max_span_len: usize,
+    /// The vector instructions the short-value pass uses on this CPU.
+    simd: short::Simd,
 }
 
 /// The longest span a built-in detector reports.
@@ -278,6 +281,7 @@ impl Detectors {
             literals,
             patterns,
             max_span_len,
+            simd: short::Simd::detect(),
         })
     }
 
@@ -289,8 +293,8 @@ impl Detectors {
     /// Appends the sensitive spans of `text` to `out`: in order, non-overlapping.
     pub fn find(&self, text: &[u8], out: &mut Vec<Span>) {
         let base = out.len();
-        if text.len() <= 128 {
-            self.find_short(text, out);
+        let prefix_possible = if text.len() <= short::SHORT {
+            self.find_short(text, out)
         } else {
             if let Some(anchors) = self.anchors {
                 self.find_at_signs(text, anchors, out);
@@ -298,28 +302,40 @@ impl Detectors {
             if self.any_numeric {
                 self.find_numeric(text, out);
             }
-        }
-        if let Some(p) = &self.prefixes {
+            true
+        };
+        if let (Some(p), true) = (&self.prefixes, prefix_possible) {
             p.find(text, out);
         }
-        self.literals.find(text, out);
+        if !self.literals.is_empty() {
+            self.literals.find(text, out);
+        }
         for p in &self.patterns {
             p.find(text, out);
         }
         resolve(out, base);
     }
 
-    /// What `find_at_signs` and `find_short` do for a text of at most 128 bytes, from one
-    /// classification pass: the digit (and capital) bitmaps of the numeric detectors and
-    /// the bitmap of the `@`, `:`, `+` anchors come out of the same 16-byte steps.
-    fn find_short(&self, text: &[u8], out: &mut Vec<Span>) {
-        let upper = self.numeric.iban.is_some();
-        let w = match (upper, self.anchors) {
-            (_, None) if !self.any_numeric => return,
-            (true, Some(a)) => scan::classify_window::<true, true>(text, 0, 128, a),
-            (false, Some(a)) => scan::classify_window::<false, true>(text, 0, 128, a),
-            (true, None) => scan::classify_window::<true, false>(text, 0, 128, [1; 3]),
-            (false, None) => scan::classify_window::<false, false>(text, 0, 128, [1; 3]),
+    /// What `find_at_signs` and `find_numeric` do, for a text of at most
+    /// [`short::SHORT`] bytes, from one classification pass that also tells whether a
+    /// token prefix may be in the text (the answer; `false` spares the prefix search).
+    fn find_short(&self, text: &[u8], out: &mut Vec<Span>) -> bool {
+        let prefixes = self.prefixes.is_some();
+        let iban = self.numeric.iban.is_some();
+        let anchors = self.anchors.unwrap_or([1; 3]);
+        if self.anchors.is_none() && !self.any_numeric && !prefixes {
+            return false;
+        }
+        let simd = self.simd;
+        let w = match (self.anchors.is_some(), prefixes, iban) {
+            (true, true, true) => short::classify::<true, true, true>(text, anchors, simd),
+            (true, true, false) => short::classify::<true, true, false>(text, anchors, simd),
+            (true, false, true) => short::classify::<true, false, true>(text, anchors, simd),
+            (true, false, false) => short::classify::<true, false, false>(text, anchors, simd),
+            (false, true, true) => short::classify::<false, true, true>(text, anchors, simd),
+            (false, true, false) => short::classify::<false, true, false>(text, anchors, simd),
+            (false, false, true) => short::classify::<false, false, true>(text, anchors, simd),
+            (false, false, false) => short::classify::<false, false, false>(text, anchors, simd),
         };
         let mut anchor = w.anchor;
         let mut pos = 0;
@@ -331,11 +347,13 @@ impl Detectors {
             }
             pos = self.at_sign(text, c, out);
         }
-        if self.any_numeric {
+        if self.any_numeric && w.digit != 0 {
             let mut resume = 0;
-            let cand = self.numeric_shapes(w.digit, w.upper, false, 0);
+            let after_capitals = w.digit & (w.upper << 1) & (w.upper << 2);
+            let cand = self.numeric_shapes(w.digit, false, after_capitals);
             self.validate_candidates(text, 0, cand, &mut resume, out);
         }
+        w.prefix
     }
 
     /// Emails from their `@`, IPv6 addresses from their first `:`, E.164 phone numbers
@@ -386,22 +404,12 @@ impl Detectors {
     /// IBAN's check digits)... Validators run only at those positions; in business data
     /// (dates, amounts, order ids) there are next to none, so a value costs its
     /// classification and a few dozen word operations. A text of up to 128 bytes is one
-    /// window; a longer one is walked 64 bytes at a time, each window reaching into the
-    /// next block so that a shape crossing the boundary is complete (shapes look at most
-    /// 16 bytes ahead and 2 behind).
+    /// window (`find_short`); a longer one is walked here 64 bytes at a time, each window
+    /// reaching into the next block so that a shape crossing the boundary is complete
+    /// (shapes look at most 16 bytes ahead and 2 behind).
     fn find_numeric(&self, text: &[u8], out: &mut Vec<Span>) {
         let upper = self.numeric.iban.is_some();
         let mut resume = 0;
-        if text.len() <= 128 {
-            let (d, u) = if upper {
-                scan::classify_short::<true>(text)
-            } else {
-                scan::classify_short::<false>(text)
-            };
-            let cand = self.numeric_shapes(d, u, false, 0);
-            self.validate_candidates(text, 0, cand, &mut resume, out);
-            return;
-        }
         let classify = if upper {
             scan::classify::<true>
         } else {
@@ -417,12 +425,12 @@ impl Detectors {
                 scan::Block::default()
             };
             let wide = |a: u64, b: u64| u128::from(a) | (u128::from(b) << 64);
-            let cand = self.numeric_shapes(
-                wide(cur.digit, next.digit),
-                wide(cur.upper, next.upper),
-                before.digit >> 63 == 1,
-                before.upper,
-            );
+            let d = wide(cur.digit, next.digit);
+            let u = wide(cur.upper, next.upper);
+            // Digits right after two capitals (which may end the block before).
+            let u1 = (u << 1) | u128::from(before.upper >> 63);
+            let u2 = (u << 2) | u128::from(before.upper >> 62);
+            let cand = self.numeric_shapes(d, before.digit >> 63 == 1, d & u1 & u2);
             // The second block's positions are reported from the next window (where
             // their look-ahead is complete), unless the text ends within it.
             let last = base + 128 >= text.len();
@@ -437,11 +445,11 @@ impl Detectors {
         }
     }
 
-    /// The positions of a 128-byte window (digit bitmap `d`, capitals `u`; whether the
-    /// byte before the window is a digit, the capitals of the block before) where a
+    /// The positions of a 128-byte window (digit bitmap `d`; whether the byte before the
+    /// window is a digit; `after_capitals`, the digits right after two capitals) where a
     /// digit-anchored validator may match.
     #[inline(always)]
-    fn numeric_shapes(&self, d: u128, u: u128, digit_before: bool, upper_before: u64) -> u128 {
+    fn numeric_shapes(&self, d: u128, digit_before: bool, after_capitals: u128) -> u128 {
         let n = &self.numeric;
         let nd = !d;
         // Run starts; runs of at least k digits (`ak`) and of exactly k (`xk`) from
@@ -453,7 +461,9 @@ impl Detectors {
         let x3 = a3 & (nd >> 3);
         let x4 = a4 & (nd >> 4);
         let mut cand: u128 = 0;
-        if n.card.is_some() {
+        // Cards, SSNs and US phone numbers all end in a group of four digits or more.
+        let has_four = a4 != 0;
+        if n.card.is_some() && has_four {
             let a13 = a4 & (a4 >> 4) & (a4 >> 8) & (d >> 12);
             // 4-4-4-x (13 to 19 digits) or 4-6-4, 4-6-5 (Diners, Amex).
             let grouped = x4
@@ -463,10 +473,10 @@ impl Detectors {
             cand |= r & (a13 | grouped);
         }
         let mut after_x3 = 0;
-        if n.ssn.is_some() {
+        if n.ssn.is_some() && has_four {
             after_x3 |= (a2 >> 4) & (nd >> 6) & (x4 >> 7);
         }
-        if n.phone.is_some() && n.regions.us {
+        if n.phone.is_some() && n.regions.us && has_four {
             // The area code of 415-555-0142, 415)555-0142, (415) 555-0142; the validator
             // looks back for a leading `1-`, `1 (`.
             after_x3 |= (x3 >> 4) & (x4 >> 8) | (nd >> 4) & (x3 >> 5) & (x4 >> 9);
@@ -477,17 +487,22 @@ impl Detectors {
         }
         if n.ipv4.is_some() {
             // Three runs of 1-3 digits, each followed by a single byte (the validator
-            // wants dots) and a digit.
-            let short = d & ((nd >> 1) | (nd >> 2) & (d >> 1) | (nd >> 3) & a3);
+            // wants dots) and a digit: three such junctions at least.
             let junction = nd & (d << 1) & (d >> 1);
-            let then = junction & ((junction >> 2) | (junction >> 3) | (junction >> 4));
-            cand |= r & short & ((then >> 1) | (then >> 2) | (then >> 3));
+            // (Clearing the lowest bit twice: no `popcnt` in the x86_64 baseline.)
+            let two_cleared = |j: u128| {
+                let j = j & j.wrapping_sub(1);
+                j & j.wrapping_sub(1)
+            };
+            if two_cleared(junction) != 0 {
+                let short = d & ((nd >> 1) | (nd >> 2) & (d >> 1) | (nd >> 3) & a3);
+                let then = junction & ((junction >> 2) | (junction >> 3) | (junction >> 4));
+                cand |= r & short & ((then >> 1) | (then >> 2) | (then >> 3));
+            }
         }
         if n.iban.is_some() {
-            // Check digits after two capitals (which may end the block before).
-            let u1 = (u << 1) | u128::from(upper_before >> 63);
-            let u2 = (u << 2) | u128::from(upper_before >> 62);
-            cand |= r & a2 & u1 & u2;
+            // Two check digits after two capitals (a run start, then).
+            cand |= after_capitals & a2;
         }
         cand
     }
@@ -612,9 +627,24 @@ impl Detectors {
         if scratch.is_empty() {
             return false;
         }
+        self.rewrite(text, scratch, key, same_length, out, counts);
+        true
+    }
+
+    /// Appends `text` with each of `spans` (as [`Detectors::find`] gives them: in order,
+    /// non-overlapping) masked; see [`Detectors::mask_into`].
+    pub fn rewrite(
+        &self,
+        text: &[u8],
+        spans: &[Span],
+        key: &MaskKey,
+        same_length: bool,
+        out: &mut Vec<u8>,
+        counts: &mut [u64],
+    ) {
         out.reserve(text.len());
         let mut pos = 0;
-        for span in scratch.iter() {
+        for span in spans {
             let (Some(before), Some(value)) =
                 (text.get(pos..span.start), text.get(span.start..span.end))
             else {
@@ -632,7 +662,6 @@ impl Detectors {
             pos = span.end;
         }
         out.extend_from_slice(text.get(pos..).unwrap_or_default());
-        true
     }
 }
 

@@ -51,13 +51,26 @@ impl Sink<'_> {
     }
 
     /// Runs the detectors over `text` into the reused buffer; `true` if they changed it
-    /// (the result is then in `self.tmp`).
+    /// (the result is then in `self.tmp`). The common case, nothing found, touches
+    /// neither buffer beyond clearing the spans.
     pub(crate) fn detect_tmp(&mut self, masker: &Masker, text: &[u8], same_length: bool) -> bool {
-        let mut tmp = std::mem::take(self.tmp);
-        tmp.clear();
-        let found = self.detect(masker, text, same_length, &mut tmp);
-        *self.tmp = tmp;
-        found
+        if !masker.detect || text.is_empty() {
+            return false;
+        }
+        self.spans.clear();
+        masker.detectors.find(text, self.spans);
+        if self.spans.is_empty() {
+            return false;
+        }
+        self.tmp.clear();
+        let counts = self
+            .counts
+            .get_mut(..masker.first_column_rule)
+            .unwrap_or_default();
+        masker
+            .detectors
+            .rewrite(text, self.spans, &masker.key, same_length, self.tmp, counts);
+        true
     }
 }
 
