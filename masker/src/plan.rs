@@ -332,6 +332,57 @@ impl Masker {
         found.then(|| String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// What a client sent, for the session's recording: every frame of `frames` (whole
+    /// PostgreSQL frontend messages, each a tag, a length and a body) with each value the
+    /// detectors find in its body overwritten by a fill of the same length, so the frames
+    /// stay well formed. Appends the result to `out` and returns `true`, or returns
+    /// `false` (nothing appended) when nothing is found or no detector is on. Bytes after
+    /// the last whole frame are masked as one body.
+    pub fn mask_client_frames(&self, frames: &[u8], out: &mut Vec<u8>) -> bool {
+        if !self.detect {
+            return false;
+        }
+        let mut counts = vec![0; self.detectors.rule_names().len()];
+        let mut spans = Vec::new();
+        let mut body = Vec::new();
+        let mut found = false;
+        let start = out.len();
+        let mut rest = frames;
+        while !rest.is_empty() {
+            // Header: tag and a length that counts itself; a frame that does not fit is
+            // treated as a body to the end.
+            let len = rest
+                .get(1..5)
+                .and_then(|l| <[u8; 4]>::try_from(l).ok())
+                .map(|l| u32::from_be_bytes(l) as usize)
+                .filter(|&l| l >= 4 && l < rest.len());
+            let (header, frame_body, next) = match len {
+                Some(l) => (&rest[..5], &rest[5..1 + l], &rest[1 + l..]),
+                None => (&rest[..0], rest, &rest[rest.len()..]),
+            };
+            out.extend_from_slice(header);
+            body.clear();
+            if self.detectors.mask_into(
+                frame_body,
+                &self.key,
+                true,
+                &mut body,
+                &mut counts,
+                &mut spans,
+            ) {
+                found = true;
+                out.extend_from_slice(&body);
+            } else {
+                out.extend_from_slice(frame_body);
+            }
+            rest = next;
+        }
+        if !found {
+            out.truncate(start);
+        }
+        found
+    }
+
     pub(crate) fn detectors_max_span(&self) -> usize {
         if self.detect {
             self.detectors.max_span_len()

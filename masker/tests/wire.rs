@@ -1304,3 +1304,36 @@ fn mask_text_masks_what_the_detectors_find() {
     assert_eq!(m.mask_text("SELECT count(*) FROM orders"), None);
     assert_eq!(masker("detectors = []").mask_text("ann@example.com"), None);
 }
+
+#[test]
+fn client_frames_are_masked_in_place_for_the_recording() {
+    let m = masker("");
+    let query = |sql: &str| {
+        let mut f = vec![b'Q'];
+        f.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        f.extend_from_slice(sql.as_bytes());
+        f.push(0);
+        f
+    };
+    let mut frames =
+        query("INSERT INTO customers VALUES ('ann@example.com', '4111 1111 1111 1111')");
+    frames.extend(query("SELECT 1"));
+    let mut out = Vec::new();
+    assert!(m.mask_client_frames(&frames, &mut out));
+    // Same length, same frame boundaries, no raw value left.
+    assert_eq!(out.len(), frames.len());
+    assert_eq!(out[..5], frames[..5]);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        !text.contains("ann@example.com") && !text.contains("4111 1111 1111 1111"),
+        "{text}"
+    );
+    assert!(text.contains("SELECT 1"));
+    // Nothing to mask, or a cut frame: nothing appended / the tail masked as a body.
+    let mut out = Vec::new();
+    assert!(!m.mask_client_frames(&query("SELECT 1"), &mut out));
+    assert!(out.is_empty());
+    assert!(m.mask_client_frames(&frames[..52], &mut out));
+    assert_eq!(out.len(), 52);
+    assert!(!masker("detectors = []").mask_client_frames(&frames, &mut Vec::new()));
+}

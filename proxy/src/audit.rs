@@ -43,6 +43,9 @@ pub struct AuditLog {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Buffers the writer has emptied, for reuse.
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// The worker's session recorder: each event also goes into the session's recording
+    /// as a decision record (what `sluice audit` searches).
+    recorder: Option<sluice_recorder::RecorderHandle>,
 }
 
 impl AuditLog {
@@ -79,7 +82,13 @@ impl AuditLog {
             writer: thread.as_ref().map(|_| writer),
             thread,
             spare,
+            recorder: None,
         }
+    }
+
+    /// Also records each event as a decision in the session's recording.
+    pub fn set_recorder(&mut self, recorder: Option<sluice_recorder::RecorderHandle>) {
+        self.recorder = recorder;
     }
 
     /// Where the events go.
@@ -166,6 +175,8 @@ fn write_events(
 pub struct SessionFacts {
     /// Session ID.
     pub session: String,
+    /// The same, as the recording keys it.
+    pub id: sluice_recorder::Uuid,
     /// Principal.
     pub user: String,
     /// Groups.
@@ -190,6 +201,7 @@ impl SessionFacts {
         json.extend_from_slice(b",\"resource\":");
         json_str(&mut json, &resource);
         SessionFacts {
+            id: sluice_recorder::Uuid::parse_str(&session).unwrap_or_default(),
             session,
             user,
             groups,
@@ -381,6 +393,41 @@ fn emit(
         json_str(out, text);
         out.push(b'}');
     });
+    if let Some(recorder) = &log.recorder {
+        let verdict = match decision {
+            "allow" | "approved" => sluice_recorder::Verdict::Allow,
+            _ => sluice_recorder::Verdict::Deny,
+        };
+        let mut reason = format!("{decision}; {outcome}");
+        if let Some(code) = sqlstate {
+            reason.push_str("; sqlstate ");
+            reason.push_str(code);
+        }
+        if let Some(rows) = rows {
+            reason.push_str(&format!("; {rows} rows"));
+        }
+        if let Some(approval) = &statement.approval {
+            reason.push_str(&format!("; approval {}", approval.id));
+        }
+        let (mono_us, wall_us) = crate::recording::now_us();
+        // A failure here also fails the session's next client or server record, which
+        // ends the session; the decision itself is still in the statement audit file.
+        let _ = recorder.append(sluice_recorder::Record {
+            session: facts.id,
+            mono_us,
+            wall_us,
+            kind: sluice_recorder::RecordKind::Decision(sluice_recorder::Decision {
+                statement: text.to_owned(),
+                class: judged
+                    .map_or(Class::Unknown, |s| s.class)
+                    .as_str()
+                    .to_owned(),
+                verdict,
+                rule: audited.decision.rule.as_deref().map(str::to_owned),
+                reason: Some(reason),
+            }),
+        });
+    }
 }
 
 fn format_hex(value: u64) -> [u8; 16] {

@@ -41,6 +41,9 @@ pub struct Config {
     /// What happens on SIGTERM.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Session recordings (what each session sent and was shown, after masking).
+    #[serde(default)]
+    pub recording: RecordingConfig,
     /// Backends, keyed by the resource name that clients put in `dbname`.
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceConfig>,
@@ -177,6 +180,106 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// Session recording: every worker appends what its sessions did (client messages, the
+/// server's messages as the client saw them, policy decisions, start and end) to its own
+/// segment files under `dir`. See the `sluice-recorder` crate for the format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Record sessions at all.
+    pub enabled: bool,
+    /// Where segments go; relative paths are resolved against this file's directory.
+    /// Default: `<control.state_dir>/recordings`.
+    pub dir: Option<PathBuf>,
+    /// Block compression: `zstd` (smaller), `lz4` (faster), `none`.
+    pub codec: RecordingCodec,
+    /// zstd level (1 is fast; 3 and up trade speed for size).
+    pub zstd_level: i32,
+    /// Uncompressed bytes per block (a crash loses at most the block being filled, beyond
+    /// what `fsync` says).
+    pub block_kib: usize,
+    /// A segment is sealed (footer, chain hash) at this size...
+    pub segment_mib: u64,
+    /// ...or at this age.
+    pub segment_age_secs: u64,
+    /// When blocks reach the disk: `every_block` (each block fsynced before the next is
+    /// written: a power loss costs at most the block being filled), `interval` (fsync
+    /// every `fsync_interval_ms`: a power loss costs at most that much), `off` (the
+    /// kernel decides; a process crash loses nothing flushed, a power loss may lose
+    /// recent blocks).
+    pub fsync: RecordingFsync,
+    /// Interval for `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    /// Bytes a worker may have queued for its writer thread before `overflow` applies.
+    pub queue_mib: usize,
+    /// When the disk cannot keep up: `block` (the worker waits for the disk: its sessions
+    /// slow down, nothing is lost) or `fail_closed` (a session whose recording is refused
+    /// is ended with SQLSTATE 53000 rather than continue unrecorded).
+    pub overflow: RecordingOverflow,
+    /// Sealed segments older than this are removed (none if unset).
+    pub retention_days: Option<u64>,
+    /// Oldest sealed segments are removed beyond this total size (none if unset).
+    pub retention_gib: Option<u64>,
+    /// Shell command run with each sealed segment's path as `$1`, e.g. to copy it to
+    /// object storage.
+    pub on_seal: Option<String>,
+}
+
+/// `recording.codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingCodec {
+    /// zstd at `zstd_level`.
+    Zstd,
+    /// LZ4 block format.
+    Lz4,
+    /// Uncompressed.
+    None,
+}
+
+/// `recording.fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingFsync {
+    /// fsync after every block.
+    EveryBlock,
+    /// fsync every `fsync_interval_ms`.
+    Interval,
+    /// Never fsync explicitly.
+    Off,
+}
+
+/// `recording.overflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingOverflow {
+    /// Wait for the disk.
+    Block,
+    /// End the session instead of continuing unrecorded.
+    FailClosed,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            enabled: true,
+            dir: None,
+            codec: RecordingCodec::Zstd,
+            zstd_level: 1,
+            block_kib: 64,
+            segment_mib: 256,
+            segment_age_secs: 3600,
+            fsync: RecordingFsync::Interval,
+            fsync_interval_ms: 1000,
+            queue_mib: 16,
+            overflow: RecordingOverflow::Block,
+            retention_days: None,
+            retention_gib: None,
+            on_seal: None,
+        }
+    }
+}
+
 /// One backend database that clients reach by its resource name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +355,19 @@ impl Config {
         if self.limits.buffer_bytes < 4096 {
             bail!("limits.buffer_bytes must be at least 4096");
         }
+        let r = &self.recording;
+        if !(1..=22).contains(&r.zstd_level) {
+            bail!("recording.zstd_level must be 1 to 22");
+        }
+        if !(4..=4096).contains(&r.block_kib) {
+            bail!("recording.block_kib must be 4 to 4096");
+        }
+        if r.segment_mib == 0 || r.segment_age_secs == 0 || r.queue_mib == 0 {
+            bail!("recording.segment_mib, segment_age_secs and queue_mib must be positive");
+        }
+        if r.fsync == RecordingFsync::Interval && r.fsync_interval_ms == 0 {
+            bail!("recording.fsync_interval_ms must be positive with fsync = \"interval\"");
+        }
         check_control(&self.control).map_err(anyhow::Error::msg)?;
         check_identity(&self.identity).map_err(anyhow::Error::msg)?;
         let names: Vec<&str> = self.resources.keys().map(String::as_str).collect();
@@ -303,6 +419,41 @@ impl Config {
     /// Control's state directory (its sockets live there).
     pub fn state_dir(&self) -> PathBuf {
         self.resolve(&self.control.state_dir)
+    }
+
+    /// Where session recordings are written (and read by `sluice sessions`, `replay`,
+    /// `audit`).
+    pub fn recording_dir(&self) -> PathBuf {
+        match &self.recording.dir {
+            Some(dir) => self.resolve(dir),
+            None => self.state_dir().join("recordings"),
+        }
+    }
+
+    /// The recorder's settings for this file's `[recording]` section.
+    pub fn recorder_config(&self) -> sluice_recorder::RecorderConfig {
+        let r = &self.recording;
+        sluice_recorder::RecorderConfig {
+            codec: match r.codec {
+                RecordingCodec::Zstd => sluice_recorder::Codec::Zstd {
+                    level: r.zstd_level,
+                },
+                RecordingCodec::Lz4 => sluice_recorder::Codec::Lz4,
+                RecordingCodec::None => sluice_recorder::Codec::None,
+            },
+            block_bytes: r.block_kib * 1024,
+            segment_bytes: r.segment_mib * 1024 * 1024,
+            segment_age: Duration::from_secs(r.segment_age_secs),
+            fsync: match r.fsync {
+                RecordingFsync::EveryBlock => sluice_recorder::FsyncPolicy::EveryBlock,
+                RecordingFsync::Interval => sluice_recorder::FsyncPolicy::Interval(
+                    Duration::from_millis(r.fsync_interval_ms),
+                ),
+                RecordingFsync::Off => sluice_recorder::FsyncPolicy::Off,
+            },
+            on_seal: r.on_seal.clone(),
+            ..sluice_recorder::RecorderConfig::default()
+        }
     }
 
     /// Number of workers after resolving `0` to the core count.

@@ -26,6 +26,7 @@ pub mod conn;
 pub mod deployment;
 pub mod gate;
 pub mod handshake;
+pub mod recording;
 pub mod server;
 pub mod session;
 pub mod statements;

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::DirBuilderExt;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -84,6 +85,8 @@ pub struct WorkerContext {
     pub classifier: RefCell<sluice_classify::Classifier>,
     /// This worker's statement audit file.
     pub audit: crate::audit::AuditLog,
+    /// This worker's session recorder (`None` when `recording.enabled = false`).
+    pub recorder: Option<sluice_recorder::RecorderHandle>,
 }
 
 impl Shared {
@@ -407,7 +410,18 @@ async fn worker_main(
         index,
     );
     let classifier = sluice_classify::Classifier::new(seed.config.limits.classify_cache_entries);
-    let audit = crate::audit::AuditLog::open(&seed.config.state_dir(), index);
+    let mut audit = crate::audit::AuditLog::open(&seed.config.state_dir(), index);
+    let (recorder, recorder_thread) = match start_recorder(&seed.config, index) {
+        Ok(Some((handle, thread))) => (Some(handle), Some(thread)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            // Recording is on: without it, no session may run.
+            let e = e.context(format!("worker {index}: session recorder"));
+            let _ = ready.send(Err(anyhow::anyhow!("{e:#}")));
+            return Err(e);
+        }
+    };
+    audit.set_recorder(recorder.clone());
     let ctx = Rc::new(WorkerContext {
         config: seed.config,
         gate: RefCell::new(gate),
@@ -415,6 +429,7 @@ async fn worker_main(
         backends: seed.backends,
         classifier: RefCell::new(classifier),
         audit,
+        recorder,
     });
     let _ = ready.send(Ok(()));
     drop(ready);
@@ -516,7 +531,97 @@ async fn worker_main(
         }
     }
     ticker.abort();
+    // Every session is over: seal this worker's segment (its footer and chain hash), so
+    // a clean stop leaves nothing to recover.
+    if let Some(handle) = ctx.recorder.clone() {
+        if let Err(e) = handle.shutdown() {
+            error!(worker = index, error = %e, "sealing the session recording failed");
+        }
+    }
+    if let Some(thread) = recorder_thread {
+        match thread.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(worker = index, error = %e, "session recorder failed"),
+            Err(_) => error!(worker = index, "session recorder thread panicked"),
+        }
+    }
     Ok(())
+}
+
+/// The worker's session recorder, when recording is on: its writer thread, after
+/// recovering whatever a crash left in its last segment (logged). Worker 0 also applies
+/// retention, on a thread of its own, every ten minutes.
+#[allow(clippy::type_complexity)]
+fn start_recorder(
+    config: &Config,
+    index: usize,
+) -> anyhow::Result<
+    Option<(
+        sluice_recorder::RecorderHandle,
+        std::thread::JoinHandle<std::io::Result<sluice_recorder::WriterStats>>,
+    )>,
+> {
+    if !config.recording.enabled {
+        return Ok(None);
+    }
+    let dir = config.recording_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let worker = u16::try_from(index).context("more than 65535 workers")?;
+    let overflow = match config.recording.overflow {
+        crate::config::RecordingOverflow::Block => sluice_recorder::Overflow::Block,
+        crate::config::RecordingOverflow::FailClosed => sluice_recorder::Overflow::FailClosed,
+    };
+    let (handle, thread) = sluice_recorder::Recorder::spawn(
+        &dir,
+        worker,
+        config.recorder_config(),
+        config.recording.queue_mib * 1024 * 1024,
+        overflow,
+    )
+    .with_context(|| format!("opening {}", dir.display()))?;
+    if let Some(r) = handle.recovery() {
+        warn!(
+            worker = index,
+            segment = %r.segment.display(),
+            kept_blocks = r.kept_blocks,
+            kept_records = r.kept_records,
+            cut_bytes = r.cut_bytes,
+            bad_blocks = r.bad_blocks.len(),
+            "recovered a session recording segment left unsealed by a crash"
+        );
+    }
+    let r = &config.recording;
+    if index == 0 && (r.retention_days.is_some() || r.retention_gib.is_some()) {
+        let max_age = r.retention_days.map(|d| Duration::from_secs(d * 86_400));
+        let max_bytes = r.retention_gib.map(|g| g * 1024 * 1024 * 1024);
+        let dir = dir.clone();
+        std::thread::Builder::new()
+            .name("sluice-retention".into())
+            .spawn(move || loop {
+                match sluice_recorder::apply_retention(
+                    &dir,
+                    max_age,
+                    max_bytes,
+                    std::time::SystemTime::now(),
+                ) {
+                    Ok(removed) if !removed.is_empty() => {
+                        info!(
+                            removed = removed.len(),
+                            "recording retention removed sealed segments"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "recording retention failed"),
+                }
+                std::thread::sleep(Duration::from_secs(600));
+            })
+            .context("starting the retention thread")?;
+    }
+    Ok(Some((handle, thread)))
 }
 
 /// The sessions a worker is serving. Each runs as its own task wrapped in an abort handle,

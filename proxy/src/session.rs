@@ -29,6 +29,7 @@ use crate::gate::SessionGate;
 use crate::handshake::{
     Authenticated, AwaitingPassword, AwaitingStartup, Refusal, StartupOutcome, Transport,
 };
+use crate::recording::SessionRecording;
 use crate::server::{BackendTarget, WorkerContext};
 use crate::statements::{Action, Checked, Guard, REFUSED};
 use crate::walker::FrameWalker;
@@ -38,6 +39,9 @@ use sluice_control::policy::{Decision, Subject};
 use sluice_control::service::{ProxyEvent, MAX_EVENT};
 use sluice_masker::plan::CatalogColumn;
 use sluice_masker::{Masker, SessionMasker};
+use sluice_recorder::{
+    RecordKind, SessionEnd as RecordedEnd, SessionStart as RecordedStart, TlsInfo,
+};
 
 /// Why a session ended, for the log line and the client's last error.
 #[derive(Debug)]
@@ -641,12 +645,37 @@ async fn run_authenticated(
         auth.principal().groups.clone(),
         auth.resource().to_owned(),
     );
+    let recording = ctx
+        .recorder
+        .as_ref()
+        .map(|handle| SessionRecording::new(handle.clone(), session_id));
+    if let Some(recording) = &recording {
+        let start = RecordKind::SessionStart(RecordedStart {
+            principal: auth.principal().subject.clone(),
+            groups: auth.principal().groups.clone(),
+            resource: auth.resource().to_owned(),
+            client_addr: peer.to_string(),
+            // monoio-rustls does not expose the negotiated version and cipher.
+            tls: client.is_tls().then(|| TlsInfo {
+                version: "TLS".to_owned(),
+                cipher: "not exposed by the TLS stack".to_owned(),
+            }),
+            masking_profile: session_masker
+                .as_ref()
+                .map(|m| m.masker().name().to_owned()),
+        });
+        if let Err(refusal) = recording.append(start) {
+            let _ = write_all(&mut client, refusal.to_bytes()).await;
+            return End::Terminated(refusal);
+        }
+    }
     let statements = Statements {
         guard: RefCell::new(guard),
         facts,
         cancel_requested,
         pending: RefCell::new(Pending::default()),
         masking: session_masker.map(RefCell::new),
+        recording,
     };
     let end = relay(
         Link {
@@ -661,6 +690,15 @@ async fn run_authenticated(
     )
     .await;
     let masking = MaskingTotals::of(statements.masking.as_ref());
+    if let Some(recording) = &statements.recording {
+        let _ = recording.append(RecordKind::SessionEnd(RecordedEnd {
+            reason: end_reason(&end),
+            statements: counters.statements.get(),
+            bytes_in: counters.bytes_from_client.get(),
+            bytes_out: counters.bytes_from_backend.get(),
+            masked: masking.counts.clone(),
+        }));
+    }
     if !masking.counts.is_empty() {
         info!(session = %session_id, profile = masking.profile.as_deref().unwrap_or(""), masked = ?masking.counts, "values masked in this session");
     }
@@ -922,6 +960,8 @@ struct Statements {
     /// The session's masking, when its policy names a profile. It follows the client's
     /// frames (to know each result's columns and formats) and rewrites the backend's.
     masking: Option<RefCell<SessionMasker>>,
+    /// The session's recording, when recording is on.
+    recording: Option<SessionRecording>,
 }
 
 /// What a session masked, for its end event and log line.
@@ -1545,6 +1585,14 @@ async fn relay(
                         .bytes_from_client
                         .set(counters.bytes_from_client.get() + walked.forward as u64);
                     let out = buf.split_to(walked.forward).freeze();
+                    if let Some(recording) = &statements.recording {
+                        // What the client sent, refused statements included.
+                        if let Err(refusal) = recording.client(&out, masking) {
+                            upstream_end.set(Some(End::Terminated(refusal.clone())));
+                            wind_down(&mut backend_tx, Farewell::Terminate).await;
+                            return End::Terminated(refusal);
+                        }
+                    }
                     let out = if replace.is_empty() {
                         out
                     } else {
@@ -1735,6 +1783,12 @@ async fn relay(
                 } else {
                     apply_patches(&out, patches, &masked)
                 };
+                if let Some(recording) = &statements.recording {
+                    // Exactly what the client is shown.
+                    if let Err(refusal) = recording.server(&out) {
+                        return (End::Terminated(refusal), walker.at_boundary());
+                    }
+                }
                 if let Err(e) = writer.relay(out, walker.at_boundary()).await {
                     return (End::Io("client", e), false);
                 }

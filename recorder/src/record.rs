@@ -37,9 +37,10 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordKind {
     SessionStart(SessionStart),
-    /// One PostgreSQL frontend message as sent to the backend: type byte, length, body.
+    /// One or more whole PostgreSQL frontend messages as the client sent them (type byte,
+    /// length, body each), values the session's masking detects overwritten.
     Client(Bytes),
-    /// One backend message exactly as sent to the client, i.e. already masked.
+    /// One or more whole backend messages exactly as sent to the client (already masked).
     Server(Bytes),
     Decision(Decision),
     Approval(Approval),
