@@ -53,9 +53,16 @@ declare -A proxy_port proxy_pid
 proxy_port[sluice-io_uring-w2]=$port_uring
 proxy_pid[sluice-io_uring-w2]=$demo_gateway_pid
 next_port=$((port_uring + 10))
+# Each extra gateway records into its own directory (a worker's segments take one writer).
+variant_config() { # VARIANT -> path of a copy of the demo config, beside it
+    local c
+    c="$(dirname "$SLUICE_CONFIG")/bench-$1.toml"
+    { cat "$SLUICE_CONFIG"; printf '\n[recording]\ndir = "recordings-%s"\n' "$1"; } >"$c"
+    echo "$c"
+}
 for variant in io_uring-w1 epoll-w1 epoll-w2; do
     driver=${variant%-w*}; workers=${variant##*-w}
-    SLUICE_LOG=warn "$bin" proxy --config "$SLUICE_CONFIG" --driver "$driver" --workers "$workers" \
+    SLUICE_LOG=warn "$bin" proxy --config "$(variant_config "$variant")" --driver "$driver" --workers "$workers" \
         --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
     bench_pids+=($!)
     proxy_pid[sluice-$variant]=$!
@@ -66,7 +73,7 @@ done
 if [ "$policy_off" = 1 ]; then
     for workers in 1 2; do
         variant=nopolicy-w$workers
-        SLUICE_LOG=warn "$nopolicy_bin" proxy --config "$SLUICE_CONFIG" --driver io_uring --workers "$workers" \
+        SLUICE_LOG=warn "$nopolicy_bin" proxy --config "$(variant_config "$variant")" --driver io_uring --workers "$workers" \
             --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
         bench_pids+=($!)
         proxy_pid[sluice-$variant]=$!

@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -147,6 +148,10 @@ pub struct SegmentWriter {
     failed: bool,
     /// Reused for each block's header and payload, so a block costs no allocation.
     write_buf: Vec<u8>,
+    /// `w{worker}.lock` in the directory, `flock`ed for as long as this writer lives: a
+    /// second process recording as the same worker into the same directory would
+    /// interleave writes into one segment.
+    lock: Option<Arc<File>>,
 }
 
 pub(crate) fn wall_us(t: SystemTime) -> u64 {
@@ -244,8 +249,10 @@ impl SegmentWriter {
     ) -> io::Result<SegmentWriter> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
+        let lock = lock_worker(&dir, worker)?;
         let (recovery, next_seq, prev_hash) = Self::continue_chain(&dir, worker, &config)?;
         let mut writer = Self::open_segment(&dir, worker, config, next_seq, prev_hash)?;
+        writer.lock = Some(Arc::new(lock));
         if let Some(r) = &recovery {
             tracing::warn!(
                 segment = %r.segment.display(),
@@ -398,6 +405,7 @@ impl SegmentWriter {
             recovery: None,
             failed: false,
             write_buf: Vec::with_capacity(block_capacity),
+            lock: None,
         })
     }
 
@@ -571,9 +579,11 @@ impl SegmentWriter {
         let next = self.guard(next)?;
         let stats = self.stats;
         let recovery = self.recovery.take();
+        let lock = self.lock.take();
         *self = SegmentWriter {
             stats,
             recovery,
+            lock,
             ..next
         };
         // Count the new header once (open_segment counted it in its fresh stats).
@@ -652,4 +662,32 @@ fn run_on_seal(config: &RecorderConfig, path: &Path) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "could not start the on_seal thread");
     }
+}
+
+/// Takes the exclusive `flock` on worker `worker`'s lock file in `dir` (released when the
+/// returned file is closed, including by the kernel when the process dies).
+fn lock_worker(dir: &Path, worker: u16) -> io::Result<File> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(format!("w{worker:03}.lock"));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    // SAFETY: `flock` takes a file descriptor we own (open for the call's duration) and
+    // an operation flag; it touches no memory of ours.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Err(io::Error::other(format!(
+                "another process is recording as worker {worker} into {} (it holds {})",
+                dir.display(),
+                path.display()
+            )));
+        }
+        return Err(e);
+    }
+    Ok(file)
 }
