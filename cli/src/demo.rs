@@ -240,11 +240,20 @@ fn print_banner(dir: &Path, files: &DemoFiles, port: u16, keep: bool) {
     sluice access approve $ID --token $CAROL_TOKEN
     sluice revoke --user dave      # ends dave's live sessions at once
 
+  Every session is recorded (what the client sent and what it was shown, after masking)
+  under {recordings}:
+    sluice sessions list --config {config}              # take a session ID from here
+    sluice replay ID --config {config}                  # the session as its user saw it
+    sluice audit --statements --grep customers --since 1h --config {config}
+    sluice audit verify --config {config}               # checksums, hash chain, gaps
+
   Identities: alice (engineering), bob (support), carol (dba), dave (contractors); tokens in {env}.
   Config: {config} (commented; the starting point for a real deployment).
   Ctrl-C stops the gateway and {cleanup}.
 "#,
         config = files.config.display(),
+        recordings = crate::recordings::recording_dir(&files.config)
+            .map_or_else(|e| format!("(unknown: {e})"), |d| d.display().to_string()),
         cleanup = if keep {
             "PostgreSQL (files are kept)"
         } else {

@@ -7,7 +7,9 @@
 //! Operations on a running control, over its admin socket (`state_dir/admin.sock`):
 //! `token`, `login --saml`, `keys rotate|list`, `reload`, `status`,
 //! `access request|approve|deny|list`, `approvals list|approve|deny`, `grant`, `grants list`,
-//! `revoke`, `audit`. Offline, from the config file: `policy check|explain`.
+//! `revoke`, `audit`. Offline, from the config file: `policy check|explain`; from the
+//! session recordings: `sessions list`, `replay`, `audit verify|export` and the recorded
+//! side of `audit --statements`.
 //!
 //! It owns argument parsing, logging set-up, signal handling, process supervision and
 //! output formatting, and nothing else: every behaviour lives in a library crate so it can
@@ -26,6 +28,7 @@ mod demo;
 mod masking_plan;
 mod output;
 mod policy;
+mod recordings;
 mod run;
 mod signals;
 mod statement_audit;
@@ -125,8 +128,14 @@ enum Command {
     /// Live sessions end, grants end, and tokens issued before now are refused.
     Revoke(admin::RevokeArgs),
     /// The most recent audit events: control's (access, grants, approvals, keys) or, with
-    /// --statements, the gateway's per-statement events.
-    Audit(admin::AuditArgs),
+    /// --statements, the gateway's per-statement events and recorded decisions; `verify`
+    /// and `export` work on the session recordings.
+    Audit(recordings::AuditCli),
+    /// Recorded sessions (offline, from the recording directory).
+    #[command(subcommand)]
+    Sessions(recordings::SessionsCommand),
+    /// Replay a recorded session as its user saw it (after masking).
+    Replay(recordings::ReplayArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -194,12 +203,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grant(a) => admin::grant(&socket("grant")?, a),
         Command::Grants(c) => admin::grants(&socket("grants")?, c),
         Command::Revoke(a) => admin::revoke(&socket("revoke")?, a),
-        Command::Audit(a) if a.statements => {
-            let file = sluice_control::config::ControlFile::load(&config("audit")?)
-                .map_err(|e| anyhow::anyhow!(e))?;
-            statement_audit::statements(&file.state_dir(), &a.filter, a.limit, a.json)
-        }
-        Command::Audit(a) => admin::audit(&socket("audit")?, a),
+        Command::Audit(recordings::AuditCli {
+            command: Some(c), ..
+        }) => recordings::audit_command(&config("audit")?, c),
+        Command::Audit(a) if a.args.statements => recordings::statements(&config("audit")?, &a),
+        Command::Audit(a) => admin::audit(&socket("audit")?, a.args),
+        Command::Sessions(c) => recordings::sessions(&config("sessions")?, c),
+        Command::Replay(a) => recordings::replay(&config("replay")?, a),
     }
 }
 
