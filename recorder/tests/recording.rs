@@ -748,8 +748,14 @@ fn a_second_writer_for_the_same_worker_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = SegmentWriter::create(dir.path(), 3, RecorderConfig::default()).expect("first");
     let second = SegmentWriter::create(dir.path(), 3, RecorderConfig::default());
-    let err = second.err().expect("refused while the first lives").to_string();
-    assert!(err.contains("another process is recording as worker 3"), "{err}");
+    let err = second
+        .err()
+        .expect("refused while the first lives")
+        .to_string();
+    assert!(
+        err.contains("another process is recording as worker 3"),
+        "{err}"
+    );
     // Another worker number is fine; and the lock goes with the writer.
     SegmentWriter::create(dir.path(), 4, RecorderConfig::default()).expect("other worker");
     first.seal().expect("seal");
