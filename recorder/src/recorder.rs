@@ -201,7 +201,10 @@ impl RecorderHandle {
         }
         state.queued_bytes += len;
         state.queue.push_back(Item::Record(record, len));
-        let wake = state.writer_waiting;
+        // The writer wakes on its own every half flush interval and takes the whole queue;
+        // waking it per record would cost the worker a futex wake and the writer a context
+        // switch for every few hundred bytes. Only a queue filling up calls it early.
+        let wake = state.writer_waiting && state.queued_bytes >= shared.queue_bytes / 8;
         drop(state);
         if wake {
             shared.work.notify_one();

@@ -42,8 +42,9 @@ pub struct RecorderConfig {
     /// A segment holding records is rotated once it is this old.
     pub segment_age: Duration,
     pub fsync: FsyncPolicy,
-    /// The threaded recorder seals a partial block after this long without one, so a
-    /// quiet session's frames reach the file promptly.
+    /// The threaded recorder's writer takes its queue every half of this (producers do not
+    /// wake it per record) and seals a partial block after this long without one, so a
+    /// quiet session's records reach the file within about 1.5 times this.
     pub flush_interval: Duration,
     /// Signs each sealed segment's chain hash.
     pub signing_key: Option<SigningKey>,
