@@ -219,6 +219,36 @@ fn readers_are_refused_risky_statements_are_held_and_a_dba_decides() {
     assert_eq!(drop["rule"], "engineering-ddl-needs-approval", "{drop}");
     assert_eq!(drop["outcome"], "completed", "{drop}");
     assert_eq!(drop["approvers"], serde_json::json!(["carol"]), "{drop}");
+
+    // alice's recording keeps the approval of her DROP, with its approver.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let replayed = loop {
+        let list = gw.sluice(&["sessions", "list", "--user", "alice", "--json"]);
+        let sessions: serde_json::Value =
+            serde_json::from_slice(&list.stdout).unwrap_or(serde_json::Value::Null);
+        let replayed: Vec<String> = sessions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["session"].as_str())
+            .map(|id| text(&gw.sluice(&["replay", id, "--format", "json"]).stdout))
+            .collect();
+        let found = replayed
+            .iter()
+            .any(|r| r.contains(&approved_id) && r.contains("\"approval\""));
+        if found || Instant::now() > deadline {
+            break replayed;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let approval = replayed
+        .iter()
+        .flat_map(|r| r.lines())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "approval" && e["request_id"] == approved_id.as_str())
+        .unwrap_or_else(|| panic!("no approval event for {approved_id} in {replayed:?}"));
+    assert_eq!(approval["outcome"], "approved", "{approval}");
+    assert_eq!(approval["approver"], "carol", "{approval}");
 }
 
 // `sluice policy explain --query` for a masked session shows which rule masks each result

@@ -40,7 +40,8 @@ use sluice_control::service::{ProxyEvent, MAX_EVENT};
 use sluice_masker::plan::CatalogColumn;
 use sluice_masker::{Masker, SessionMasker};
 use sluice_recorder::{
-    RecordKind, SessionEnd as RecordedEnd, SessionStart as RecordedStart, TlsInfo,
+    Approval as RecordedApproval, ApprovalOutcome, RecordKind, SessionEnd as RecordedEnd,
+    SessionStart as RecordedStart, TlsInfo,
 };
 
 /// Why a session ended, for the log line and the client's last error.
@@ -1209,6 +1210,17 @@ enum Held {
     Refused(Refusal, Option<Approval>),
 }
 
+impl Held {
+    /// The approval request's decision, when one was made (a refusal before any request,
+    /// or a timeout, has none).
+    fn approval(&self) -> Option<&Approval> {
+        match self {
+            Held::Approved(a) => Some(a),
+            Held::Refused(_, a) => a.as_ref(),
+        }
+    }
+}
+
 /// Withdraws a request that is still pending when the session stops waiting for it.
 struct Outstanding<'a> {
     ctx: &'a WorkerContext,
@@ -1611,6 +1623,25 @@ async fn relay(
                     // Everything before the held frame is on its way; the frame itself
                     // (and whatever the client pipelined after it) waits here.
                     let outcome = hold_for_approval(&checked, ctx, statements, &writer).await;
+                    if let (Some(recording), Some(approval)) =
+                        (&statements.recording, outcome.approval())
+                    {
+                        let record = RecordKind::Approval(RecordedApproval {
+                            request_id: approval.id.clone(),
+                            approver: (!approval.approvers.is_empty())
+                                .then(|| approval.approvers.join(", ")),
+                            outcome: if approval.approved {
+                                ApprovalOutcome::Approved
+                            } else {
+                                ApprovalOutcome::Rejected
+                            },
+                        });
+                        if let Err(refusal) = recording.append(record) {
+                            upstream_end.set(Some(End::Terminated(refusal.clone())));
+                            wind_down(&mut backend_tx, Farewell::Terminate).await;
+                            return End::Terminated(refusal);
+                        }
+                    }
                     settled = Some(match outcome {
                         Held::Approved(approval) => (checked.settle(None), Some(approval)),
                         Held::Refused(refusal, approval) => {
