@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_codecs::backend::{self, BackendMessage, FieldDescription, Fields};
@@ -616,48 +616,49 @@ impl Decoder {
                     kind: EventKind::End(e.clone()),
                 });
             }
-            RecordKind::Client(bytes) => {
-                let mut buf = BytesMut::from(&bytes[..]);
-                while !buf.is_empty() {
-                    match frontend::decode(&mut buf, &self.limits) {
-                        Ok(Decode::Frame(m)) => self.client(m, at, out),
-                        Ok(Decode::NeedMore(_)) | Err(_) => {
-                            out.push(Event {
-                                at,
-                                kind: EventKind::Undecodable {
-                                    from_client: true,
-                                    what: format!("{} bytes", buf.len()),
-                                },
-                            });
-                            break;
-                        }
-                    }
-                }
-            }
-            RecordKind::Server(bytes) => {
-                let mut buf = BytesMut::from(&bytes[..]);
-                while !buf.is_empty() {
-                    match backend::decode(&mut buf, &self.limits) {
-                        Ok(Decode::Frame(m)) => self.server(m, at, out),
-                        Ok(Decode::NeedMore(_)) | Err(_) => {
-                            out.push(Event {
-                                at,
-                                kind: EventKind::Undecodable {
-                                    from_client: false,
-                                    what: format!("{} bytes", buf.len()),
-                                },
-                            });
-                            break;
-                        }
-                    }
-                }
-            }
+            RecordKind::Client(bytes) => self.frames(bytes, true, at, out),
+            RecordKind::Server(bytes) => self.frames(bytes, false, at, out),
         }
     }
 
     /// A result set still open when the records end (the session was cut short).
     fn finish(&mut self, out: &mut Vec<Event>) {
         self.close_result(None, self.last_at, out);
+    }
+
+    /// Decodes the whole messages of one Client or Server record; bytes that do not decode
+    /// end the record with an `Undecodable` event.
+    fn frames(&mut self, bytes: &Bytes, from_client: bool, at: At, out: &mut Vec<Event>) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        while !buf.is_empty() {
+            let decoded = if from_client {
+                match frontend::decode(&mut buf, &self.limits) {
+                    Ok(Decode::Frame(m)) => {
+                        self.client(m, at, out);
+                        true
+                    }
+                    Ok(Decode::NeedMore(_)) | Err(_) => false,
+                }
+            } else {
+                match backend::decode(&mut buf, &self.limits) {
+                    Ok(Decode::Frame(m)) => {
+                        self.server(m, at, out);
+                        true
+                    }
+                    Ok(Decode::NeedMore(_)) | Err(_) => false,
+                }
+            };
+            if !decoded {
+                out.push(Event {
+                    at,
+                    kind: EventKind::Undecodable {
+                        from_client,
+                        what: format!("{} bytes", buf.len()),
+                    },
+                });
+                break;
+            }
+        }
     }
 
     fn client(&mut self, m: FrontendMessage, at: At, out: &mut Vec<Event>) {
