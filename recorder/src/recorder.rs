@@ -35,14 +35,9 @@ pub enum RecordError {
 /// A snapshot of one recorder's counters, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecorderStats {
-    pub records: u64,
-    /// Encoded record bytes before compression.
-    pub bytes_in: u64,
-    /// Bytes written to segment files.
-    pub bytes_out: u64,
-    pub blocks: u64,
-    pub segments_sealed: u64,
-    pub fsyncs: u64,
+    /// The segment writer's own counters (records, bytes in and out, blocks, segments,
+    /// fsyncs).
+    pub writer: WriterStats,
     /// Writer operations that wrote at least one block, and their total and worst time.
     pub flushes: u64,
     pub flush_latency_sum_us: u64,
@@ -361,7 +356,7 @@ fn publish(
     if let Some(ticket) = flushed_ticket {
         state.flushed_ticket = state.flushed_ticket.max(ticket);
     }
-    copy_writer_stats(&mut state.stats, writer.stats());
+    state.stats.writer = writer.stats();
     for l in latency {
         let us = l.as_micros() as u64;
         state.stats.flushes += 1;
@@ -370,15 +365,6 @@ fn publish(
     }
     drop(state);
     shared.progress.notify_all();
-}
-
-fn copy_writer_stats(stats: &mut RecorderStats, w: WriterStats) {
-    stats.records = w.records;
-    stats.bytes_in = w.bytes_in;
-    stats.bytes_out = w.bytes_out;
-    stats.blocks = w.blocks;
-    stats.segments_sealed = w.segments_sealed;
-    stats.fsyncs = w.fsyncs;
 }
 
 /// Seals on a clean stop; on an error, records it so every producer sees it.
@@ -394,7 +380,7 @@ fn finish(
         Ok(sealed)
     });
     let mut state = shared.lock();
-    copy_writer_stats(&mut state.stats, stats);
+    state.stats.writer = stats;
     let returned = match outcome {
         Ok(sealed) => {
             state.sealed = Some(sealed);

@@ -623,8 +623,8 @@ fn writer_thread_appends_flushes_and_seals() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let stats = handle.stats();
-    assert_eq!(stats.records, records.len() as u64 + 1);
-    assert!(stats.blocks > 1 && stats.bytes_out > 0 && stats.flushes > 0);
+    assert_eq!(stats.writer.records, records.len() as u64 + 1);
+    assert!(stats.writer.blocks > 1 && stats.writer.bytes_out > 0 && stats.flushes > 0);
 
     let sealed = handle.shutdown().unwrap().expect("sealed");
     assert!(matches!(handle.append(late), Err(RecordError::Closed)));
