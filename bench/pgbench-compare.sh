@@ -3,6 +3,8 @@
 # interleaved in rounds so machine noise hits every target alike. Reports median TPS, the
 # ratio to direct, and the gateway's CPU time per transaction (utime+stime from /proc).
 #
+# sluice-norec-w2 is the same gateway as sluice-io_uring-w2 with session recording off.
+#
 #   bash bench/pgbench-compare.sh [--clients 8] [--seconds 8] [--rounds 3] [--modes "simple prepared"] [--scale 10] [--no-pgbouncer]
 #                                 [--policy-off] [--targets "direct sluice-io_uring-w2 ..."]
 #
@@ -60,9 +62,15 @@ variant_config() { # VARIANT -> path of a copy of the demo config, beside it
     { cat "$SLUICE_CONFIG"; printf '\n[recording]\ndir = "recordings-%s"\n' "$1"; } >"$c"
     echo "$c"
 }
-for variant in io_uring-w1 epoll-w1 epoll-w2; do
+# norec: the demo's gateway with session recording off, to measure what recording costs.
+for variant in io_uring-w1 epoll-w1 epoll-w2 norec-w2; do
     driver=${variant%-w*}; workers=${variant##*-w}
-    SLUICE_LOG=warn "$bin" proxy --config "$(variant_config "$variant")" --driver "$driver" --workers "$workers" \
+    config=$(variant_config "$variant")
+    if [ "$driver" = norec ]; then
+        driver=io_uring
+        sed -i 's/^\[recording\]$/[recording]\nenabled = false/' "$config"
+    fi
+    SLUICE_LOG=warn "$bin" proxy --config "$config" --driver "$driver" --workers "$workers" \
         --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
     bench_pids+=($!)
     proxy_pid[sluice-$variant]=$!
@@ -144,7 +152,7 @@ run() { # target mode -> "tps cpu_us_per_txn"
 }
 
 
-targets="direct sluice-io_uring-w1 sluice-io_uring-w2 sluice-epoll-w1 sluice-epoll-w2"
+targets="direct sluice-io_uring-w1 sluice-io_uring-w2 sluice-norec-w2 sluice-epoll-w1 sluice-epoll-w2"
 [ "$policy_off" = 1 ] && targets="$targets sluice-nopolicy-w1 sluice-nopolicy-w2"
 [ -n "$bouncer_pid" ] && targets="$targets pgbouncer"
 [ -n "$only_targets" ] && targets=$only_targets
