@@ -548,6 +548,10 @@ async fn worker_main(
     Ok(())
 }
 
+/// Distance between the recording writer numbers a worker tries (more workers than this
+/// per gateway would make two workers' numbers meet).
+const WRITER_STRIDE: u16 = 256;
+
 /// The worker's session recorder, when recording is on: its writer thread, after
 /// recovering whatever a crash left in its last segment (logged). Worker 0 also applies
 /// retention, on a thread of its own, every ten minutes.
@@ -570,19 +574,39 @@ fn start_recorder(
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let worker = u16::try_from(index).context("more than 65535 workers")?;
     let overflow = match config.recording.overflow {
         crate::config::RecordingOverflow::Block => sluice_recorder::Overflow::Block,
         crate::config::RecordingOverflow::FailClosed => sluice_recorder::Overflow::FailClosed,
     };
-    let (handle, thread) = sluice_recorder::Recorder::spawn(
-        &dir,
-        worker,
-        config.recorder_config(),
-        config.recording.queue_mib * 1024 * 1024,
-        overflow,
-    )
-    .with_context(|| format!("opening {}", dir.display()))?;
+    // A worker records as writer `index`; while another gateway process on the same
+    // directory holds that writer (the old gateway a new `sluice up` starts beside and
+    // then retires), it records as `index + 256`, `index + 512`, … instead: each writer
+    // number is its own chain of segments, so the two never share a file.
+    let mut writer = u16::try_from(index).context("more than 65535 workers")?;
+    let (handle, thread) = loop {
+        match sluice_recorder::Recorder::spawn(
+            &dir,
+            writer,
+            config.recorder_config(),
+            config.recording.queue_mib * 1024 * 1024,
+            overflow,
+        ) {
+            Ok(started) => break started,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let next = writer.checked_add(WRITER_STRIDE).with_context(|| {
+                    format!("every recording writer for worker {index} in {} is held by another process", dir.display())
+                })?;
+                info!(
+                    worker = index,
+                    busy = writer,
+                    writer = next,
+                    "another gateway holds this worker's recording; recording as another writer"
+                );
+                writer = next;
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {}", dir.display())),
+        }
+    };
     if let Some(r) = handle.recovery() {
         warn!(
             worker = index,

@@ -682,11 +682,15 @@ fn lock_worker(dir: &Path, worker: u16) -> io::Result<File> {
     if rc != 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
-            return Err(io::Error::other(format!(
-                "another process is recording as worker {worker} into {} (it holds {})",
-                dir.display(),
-                path.display()
-            )));
+            // Kept `WouldBlock` so a caller can try another worker number.
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another process is recording as worker {worker} into {} (it holds {})",
+                    dir.display(),
+                    path.display()
+                ),
+            ));
         }
         return Err(e);
     }

@@ -748,10 +748,9 @@ fn a_second_writer_for_the_same_worker_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = SegmentWriter::create(dir.path(), 3, RecorderConfig::default()).expect("first");
     let second = SegmentWriter::create(dir.path(), 3, RecorderConfig::default());
-    let err = second
-        .err()
-        .expect("refused while the first lives")
-        .to_string();
+    let err = second.err().expect("refused while the first lives");
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    let err = err.to_string();
     assert!(
         err.contains("another process is recording as worker 3"),
         "{err}"
