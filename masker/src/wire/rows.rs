@@ -38,39 +38,46 @@ impl Sink<'_> {
         same_length: bool,
         out: &mut Vec<u8>,
     ) -> bool {
-        if !masker.detect || text.is_empty() {
+        if !self.find(masker, text) {
             return false;
         }
-        let counts = self
-            .counts
-            .get_mut(..masker.first_column_rule)
-            .unwrap_or_default();
-        masker
-            .detectors
-            .mask_into(text, &masker.key, same_length, out, counts, self.spans)
+        self.rewrite(masker, text, same_length, out);
+        true
     }
 
     /// Runs the detectors over `text` into the reused buffer; `true` if they changed it
     /// (the result is then in `self.tmp`). The common case, nothing found, touches
     /// neither buffer beyond clearing the spans.
     pub(crate) fn detect_tmp(&mut self, masker: &Masker, text: &[u8], same_length: bool) -> bool {
+        if !self.find(masker, text) {
+            return false;
+        }
+        let mut tmp = std::mem::take(self.tmp);
+        tmp.clear();
+        self.rewrite(masker, text, same_length, &mut tmp);
+        *self.tmp = tmp;
+        true
+    }
+
+    /// The detectors' spans of `text` into `self.spans`; whether there are any.
+    fn find(&mut self, masker: &Masker, text: &[u8]) -> bool {
         if !masker.detect || text.is_empty() {
             return false;
         }
         self.spans.clear();
         masker.detectors.find(text, self.spans);
-        if self.spans.is_empty() {
-            return false;
-        }
-        self.tmp.clear();
+        !self.spans.is_empty()
+    }
+
+    /// Appends `text` with `self.spans` masked, counting each per rule.
+    fn rewrite(&mut self, masker: &Masker, text: &[u8], same_length: bool, out: &mut Vec<u8>) {
         let counts = self
             .counts
             .get_mut(..masker.first_column_rule)
             .unwrap_or_default();
         masker
             .detectors
-            .rewrite(text, self.spans, &masker.key, same_length, self.tmp, counts);
-        true
+            .rewrite(text, self.spans, &masker.key, same_length, out, counts);
     }
 }
 
