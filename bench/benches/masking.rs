@@ -22,29 +22,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluice_bench::Lcg;
 use sluice_masker::{Masker, ProfileConfig, SessionMasker};
 
 const TARGET_BYTES: usize = 1 << 20;
 const EMAIL_EVERY: usize = 16;
 const CARD_EVERY: usize = 40;
 const LITERAL_EVERY: usize = 10;
-
-/// A small deterministic generator (the bench must not depend on a seed's luck).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.next() % items.len()]
-    }
-}
 
 const FIRST: &[&str] = &[
     "Jane", "Omar", "Li", "Priya", "Lukas", "Amara", "Mateo", "Sofia",

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluice_bench::Lcg;
 use sluice_recorder::{
     Codec, Decision, FsyncPolicy, Record, RecordKind, RecorderConfig, SegmentReader, SegmentWriter,
     Uuid, Verdict,
@@ -29,23 +30,6 @@ use sluice_recorder::{
 const TARGET_BYTES: usize = 4 << 20;
 const SESSIONS: u64 = 8;
 const ROWS_PER_QUERY: u64 = 20;
-
-/// A small deterministic generator (the bench must not depend on a seed's luck).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.next() % items.len()]
-    }
-}
 
 const NAMES: &[&str] = &[
     "Jane Doe",

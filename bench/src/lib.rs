@@ -107,6 +107,27 @@ pub fn pgbench_select(transactions: usize) -> Workload {
     }
 }
 
+/// A small deterministic generator for benchmark data (a bench must not depend on a seed's
+/// luck, nor pull in a random-number crate for it).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next pseudo-random number (31 bits).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as usize
+    }
+
+    /// One of `items`.
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.next() % items.len()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
