@@ -150,12 +150,49 @@ pub fn reload(socket: &Path) -> anyhow::Result<()> {
 }
 
 /// `sluice status`.
-pub fn status(socket: &Path, f: JsonFlag) -> anyhow::Result<()> {
-    let result = call(socket, &AdminRequest::Status)?;
+///
+/// With `[metrics] listen` configured it also asks the gateway whether it is ready (each
+/// worker's snapshot and tick, each backend's reachability), and fails when either
+/// process is down or the gateway is not ready.
+pub fn status(config: &Path, f: JsonFlag) -> anyhow::Result<()> {
+    let control = call(&socket(config)?, &AdminRequest::Status);
+    let gateway = match crate::observe::endpoint(config) {
+        Ok(Some(base)) => Some(crate::observe::gateway_status(&base, f.json)),
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
+    };
     if f.json {
-        return print_json(&result);
+        let gateway_json = match &gateway {
+            None => Value::Null,
+            Some(Ok((text, _))) => serde_json::from_str(text).unwrap_or(Value::Null),
+            Some(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
+        };
+        let control_json = match &control {
+            Ok(v) => v.clone(),
+            Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+        };
+        print_json(&serde_json::json!({ "control": control_json, "gateway": gateway_json }))?;
+    } else {
+        match &control {
+            Ok(v) => print(&status_text(v))?,
+            Err(e) => print(&format!("control:           UNREACHABLE: {e:#}\n"))?,
+        }
+        match &gateway {
+            None => print("gateway:           no metrics endpoint ([metrics] listen) to ask\n")?,
+            Some(Ok((text, _))) => print(text)?,
+            Some(Err(e)) => print(&format!("gateway:           UNREACHABLE: {e:#}\n"))?,
+        }
     }
-    print(&status_text(&result))
+    let gateway_ok = match &gateway {
+        None => true,
+        Some(Ok((_, ready))) => *ready,
+        Some(Err(_)) => false,
+    };
+    match (control, gateway_ok) {
+        (Err(e), _) => Err(e),
+        (Ok(_), false) => anyhow::bail!("the gateway is not ready"),
+        (Ok(_), true) => Ok(()),
+    }
 }
 
 /// `key: value` lines, the known fields first in a sensible order, then any others.

@@ -247,11 +247,17 @@ fn print_banner(dir: &Path, files: &DemoFiles, port: u16, keep: bool) {
     sluice audit --statements --grep customers --since 1h --config {config}
     sluice audit verify --config {config}               # checksums, hash chain, gaps
 
+  What the gateway costs and decides, live (Prometheus text; readiness; top statements):
+    curl -s http://127.0.0.1:{metrics_port}/metrics | grep -v '^#'
+    sluice status                           # control and gateway: snapshot, workers, backend
+    sluice top --watch 2                    # statement fingerprints by the latency Sluice adds
+
   Identities: alice (engineering), bob (support), carol (dba), dave (contractors); tokens in {env}.
   Config: {config} (commented; the starting point for a real deployment).
   Ctrl-C stops the gateway and {cleanup}.
 "#,
         config = files.config.display(),
+        metrics_port = deployment::metrics_port(port),
         recordings = crate::recordings::recording_dir(&files.config)
             .map_or_else(|e| format!("(unknown: {e})"), |d| d.display().to_string()),
         cleanup = if keep {

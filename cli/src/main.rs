@@ -26,6 +26,7 @@ mod approvals;
 mod args;
 mod demo;
 mod masking_plan;
+mod observe;
 mod output;
 mod policy;
 mod recordings;
@@ -107,8 +108,12 @@ enum Command {
     Keys(admin::KeysCommand),
     /// Make control re-read the config file and publish it (like SIGHUP).
     Reload,
-    /// Control's status: snapshot generation, gateway subscribers, grants, issuers.
+    /// Control's status (snapshot generation, gateway subscribers, grants, issuers) and,
+    /// with `[metrics] listen`, the gateway's readiness; exits non-zero unless both are well.
     Status(admin::JsonFlag),
+    /// The statement fingerprints that cost the most, live, from the gateway's workers
+    /// (`[metrics] listen`), like pg_stat_statements at the gateway.
+    Top(observe::TopArgs),
     /// Check or explain the access policy, offline from the config file.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -196,7 +201,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(a) => admin::login(&socket("login")?, a),
         Command::Keys(c) => admin::keys(&socket("keys")?, c),
         Command::Reload => admin::reload(&socket("reload")?),
-        Command::Status(f) => admin::status(&socket("status")?, f),
+        Command::Status(f) => admin::status(&config("status")?, f),
+        Command::Top(a) => observe::top(cli.config.as_deref(), a),
         Command::Policy(c) => policy::run(&config("policy")?, c),
         Command::Access(c) => admin::access(&socket("access")?, c),
         Command::Approvals(c) => approvals::run(&socket("approvals")?, c),

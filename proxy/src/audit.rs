@@ -186,6 +186,35 @@ pub struct SessionFacts {
     /// `"session":…,"user":…,"groups":[…],"resource":…` as JSON, written once per session
     /// rather than once per statement.
     json: Vec<u8>,
+    /// Where the session's statements are counted (`None` in unit tests).
+    pub meter: Option<SessionMeter>,
+}
+
+/// A session's link to its worker's metrics: counters, histograms and the fingerprint
+/// table, for the resource it uses.
+#[derive(Clone)]
+pub struct SessionMeter {
+    /// The worker's metrics.
+    pub metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
+    /// The worker's fingerprint table.
+    pub top: std::rc::Rc<RefCell<crate::metrics::StatementTop>>,
+    /// The session's resource, as an index into `metrics.resources`.
+    pub resource: usize,
+}
+
+impl std::fmt::Debug for SessionMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMeter")
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionMeter {
+    /// The resource's counters.
+    pub fn resource(&self) -> Option<&crate::metrics::ResourceMetrics> {
+        self.metrics.resources.get(self.resource)
+    }
 }
 
 impl SessionFacts {
@@ -207,6 +236,7 @@ impl SessionFacts {
             groups,
             resource,
             json,
+            meter: None,
         }
     }
 }
@@ -335,6 +365,32 @@ fn emit(
         .as_deref()
         .unwrap_or(&audited.classification.normalized);
     let duration_us = statement.sent.elapsed().as_micros() as u64;
+    if let Some(meter) = &facts.meter {
+        let class = judged.map_or(Class::Unknown, |s| s.class);
+        let failed = outcome == "failed";
+        if let Some(resource) = meter.resource() {
+            let counted = match decision {
+                "allow" => crate::metrics::Decision::Allow,
+                "deny" => crate::metrics::Decision::Deny,
+                "approved" => crate::metrics::Decision::Approved,
+                _ => crate::metrics::Decision::Rejected,
+            };
+            resource.statement(class, counted);
+            if failed {
+                resource.statement_errors.inc();
+            }
+            resource.rows.add(rows.unwrap_or(0));
+        }
+        meter.top.borrow_mut().statement(
+            audited.classification.fingerprint,
+            &facts.resource,
+            class,
+            &audited.classification.normalized,
+            failed,
+            rows.unwrap_or(0),
+            duration_us,
+        );
+    }
     let mut number = itoa::Buffer::new();
     log.record(|out| {
         out.extend_from_slice(b"{\"time_ms\":");

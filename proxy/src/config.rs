@@ -44,6 +44,9 @@ pub struct Config {
     /// Session recordings (what each session sent and was shown, after masking).
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// The metrics, health and statement-statistics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Backends, keyed by the resource name that clients put in `dbname`.
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceConfig>,
@@ -280,6 +283,37 @@ impl Default for RecordingConfig {
     }
 }
 
+/// `[metrics]`: Prometheus metrics (`/metrics`), liveness (`/healthz`), readiness
+/// (`/readyz`) and the statement fingerprint table (`/top`, read by `sluice top`) over
+/// plain HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener; no endpoint when unset. It has no authentication:
+    /// keep it on loopback or behind a firewall.
+    pub listen: Option<SocketAddr>,
+    /// Whether workers time each round trip (two clock reads per direction) for the
+    /// added-latency and upstream histograms and `sluice top`. Counters are kept either
+    /// way.
+    pub latency: bool,
+    /// Statement fingerprints each worker keeps for `sluice top` (space-saving sketch:
+    /// the heaviest survive whatever the mix).
+    pub top_statements: usize,
+    /// Timeout of the readiness check's TCP connect to each backend.
+    pub backend_check_timeout_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            latency: true,
+            top_statements: 256,
+            backend_check_timeout_ms: 1000,
+        }
+    }
+}
+
 /// One backend database that clients reach by its resource name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +395,12 @@ impl Config {
         }
         if !(4..=4096).contains(&r.block_kib) {
             bail!("recording.block_kib must be 4 to 4096");
+        }
+        if self.metrics.top_statements == 0 || self.metrics.top_statements > 100_000 {
+            bail!("metrics.top_statements must be between 1 and 100000");
+        }
+        if self.metrics.backend_check_timeout_ms == 0 {
+            bail!("metrics.backend_check_timeout_ms must be positive");
         }
         if r.segment_mib == 0 || r.segment_age_secs == 0 || r.queue_mib == 0 {
             bail!("recording.segment_mib, segment_age_secs and queue_mib must be positive");

@@ -106,6 +106,15 @@ impl Deployment {
     }
 }
 
+/// The metrics endpoint's port in a written deployment: the gateway's next one (0, an
+/// ephemeral port, when the gateway's is 0 or the last).
+pub fn metrics_port(port: u16) -> u16 {
+    match port {
+        0 | u16::MAX => 0,
+        p => p + 1,
+    }
+}
+
 fn config_text(port: u16, driver: Driver, backend: &BackendSpec) -> String {
     format!(
         r#"# Sluice gateway configuration, written by `sluice demo` (sluice_proxy::deployment).
@@ -308,6 +317,15 @@ backend_connect_timeout_secs = 5
 # Read buffer per direction per session, bytes; large results stream through it. (default 65536)
 buffer_bytes = 65536
 
+[metrics]
+# Prometheus metrics (/metrics), liveness (/healthz), readiness (/readyz) and statement
+# statistics (/top, read by `sluice top`). No authentication: keep it on loopback. (default: off)
+listen = "127.0.0.1:{metrics_port}"
+# Time each round trip for the added-latency histograms and `sluice top`. (default true)
+latency = true
+# Statement fingerprints each worker keeps for `sluice top`. (default 256)
+top_statements = 256
+
 [shutdown]
 # After SIGTERM, sessions may finish for this many seconds; a second signal closes them at once. (default 30)
 grace_secs = 5
@@ -324,6 +342,7 @@ password_file = "backend.password"
 # TLS to the backend: "disable", "require" or "verify-full" (then set tls_ca). (default "disable")
 tls = "disable"
 "#,
+        metrics_port = metrics_port(port),
         name = backend.resource,
         host = backend.host,
         backend_port = backend.port,

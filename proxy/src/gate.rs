@@ -128,6 +128,9 @@ pub struct Gate {
     events_dropped: Cell<u64>,
     sessions: RefCell<HashMap<String, Rc<SessionGate>>>,
     worker: usize,
+    /// Snapshots installed and refused, for the metrics.
+    installs: u64,
+    install_failures: u64,
 }
 
 fn connect_in_background(
@@ -166,6 +169,8 @@ impl Gate {
             events_dropped: Cell::new(0),
             sessions: RefCell::new(HashMap::new()),
             worker,
+            installs: 0,
+            install_failures: 0,
         };
         match Subscriber::connect(&gate.socket) {
             Ok(sub) => gate.adopt(sub),
@@ -195,8 +200,10 @@ impl Gate {
             Ok(view) => {
                 self.view = Some(Rc::new(view));
                 self.epoch.set(self.epoch.get() + 1);
+                self.installs += 1;
             }
             Err(e) => {
+                self.install_failures += 1;
                 error!(worker = self.worker, generation, error = %e, "snapshot refused; keeping the previous one")
             }
         }
@@ -292,6 +299,28 @@ impl Gate {
                 warn!(worker = self.worker, error = %e, "could not start a snapshot reconnect")
             }
         }
+    }
+
+    /// Copies the snapshot's state into the worker's metrics (on each tick).
+    pub fn publish_metrics(&self, metrics: &crate::metrics::WorkerMetrics, now: SystemTime) {
+        let generation = self
+            .subscriber
+            .as_ref()
+            .map_or(0, |s| s.loaded_generation());
+        metrics.snapshot_generation.set(generation);
+        metrics.snapshot_installs.set(self.installs);
+        metrics.snapshot_failures.set(self.install_failures);
+        let heard_ms = self
+            .subscriber
+            .as_ref()
+            .and_then(|s| s.age(now))
+            .and_then(|age| now.checked_sub(age))
+            .map_or(0, millis);
+        metrics.snapshot_heard_ms.set(heard_ms);
+        metrics
+            .snapshot_fresh
+            .set(u64::from(self.view.is_some() && !self.stale.get()));
+        metrics.last_tick_ms.set(millis(now));
     }
 
     /// The current view for a new session, or why there is none.

@@ -26,6 +26,8 @@ pub mod conn;
 pub mod deployment;
 pub mod gate;
 pub mod handshake;
+pub mod metrics;
+pub mod observe;
 pub mod recording;
 pub mod server;
 pub mod session;

@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{BackendTls, Config, Driver};
 use crate::gate::{Gate, TICK};
+use crate::metrics::WorkerMetrics;
 use crate::tls;
 
 /// TLS settings toward one backend.
@@ -87,6 +88,12 @@ pub struct WorkerContext {
     pub audit: crate::audit::AuditLog,
     /// This worker's session recorder (`None` when `recording.enabled = false`).
     pub recorder: Option<sluice_recorder::RecorderHandle>,
+    /// This worker's counters and histograms (read by the metrics endpoint).
+    pub metrics: Arc<crate::metrics::WorkerMetrics>,
+    /// This worker's statement fingerprint table (published on each tick).
+    pub top: Rc<RefCell<crate::metrics::StatementTop>>,
+    /// Whether round trips are timed (`metrics.latency`).
+    pub time_round_trips: bool,
 }
 
 impl Shared {
@@ -186,6 +193,7 @@ impl ShutdownHandle {
 /// A started gateway.
 pub struct Gateway {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -212,6 +220,41 @@ impl Gateway {
         }
 
         let (tx, rx) = watch::channel(Phase::Running);
+        let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
+            .map(|index| {
+                Arc::new(WorkerMetrics::new(
+                    index,
+                    shared.config.resources.keys().cloned(),
+                ))
+            })
+            .collect();
+        let backend_addrs: Vec<(String, SocketAddr)> = shared
+            .config
+            .resources
+            .keys()
+            .filter_map(|name| shared.backends.get(name).map(|b| (name.clone(), b.addr)))
+            .collect();
+        // Bound before any worker accepts, so that a taken port stops the start-up and a
+        // probe that finds the gateway's port open finds this one open too.
+        let metrics_addr = match shared.config.metrics.listen {
+            None => None,
+            Some(addr) => {
+                let observed = crate::observe::Observed {
+                    workers: metrics.clone(),
+                    backends: backend_addrs,
+                    backend_timeout: Duration::from_millis(
+                        shared.config.metrics.backend_check_timeout_ms,
+                    ),
+                    recording_queue_bytes: shared
+                        .config
+                        .recording
+                        .enabled
+                        .then(|| (shared.config.recording.queue_mib * 1024 * 1024) as u64),
+                    latency: shared.config.metrics.latency,
+                };
+                Some(crate::observe::start(addr, observed)?.local_addr())
+            }
+        };
         let backends = Arc::new(shared.backends);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let mut handles = Vec::new();
@@ -226,6 +269,7 @@ impl Gateway {
                 tls: shared.tls.clone(),
                 backends: backends.clone(),
                 tick: tick_rx,
+                metrics: Arc::clone(&metrics[index]),
             };
             let rx = rx.clone();
             let ready = ready_tx.clone();
@@ -254,6 +298,7 @@ impl Gateway {
         info!(address = %local_addr, workers, %driver, "sluice gateway accepting");
         Ok(Gateway {
             local_addr,
+            metrics_addr,
             shutdown: ShutdownHandle(Arc::new(tx)),
             workers: handles,
         })
@@ -262,6 +307,11 @@ impl Gateway {
     /// Address the workers listen on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Address of the metrics endpoint, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Handle to stop the gateway.
@@ -307,6 +357,8 @@ struct WorkerSeed {
     backends: Arc<HashMap<String, BackendTarget>>,
     /// Read end of this worker's tick pipe (see [`spawn_ticker`]).
     tick: std::os::unix::net::UnixStream,
+    /// This worker's metrics.
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// Starts the thread that wakes every worker's gate every [`TICK`]: one byte down each
@@ -422,6 +474,11 @@ async fn worker_main(
         }
     };
     audit.set_recorder(recorder.clone());
+    if let Some(handle) = &recorder {
+        let _ = seed.metrics.recorder.set(handle.clone());
+    }
+    let top = crate::metrics::StatementTop::new(seed.config.metrics.top_statements);
+    let time_round_trips = seed.config.metrics.latency;
     let ctx = Rc::new(WorkerContext {
         config: seed.config,
         gate: RefCell::new(gate),
@@ -430,7 +487,13 @@ async fn worker_main(
         classifier: RefCell::new(classifier),
         audit,
         recorder,
+        metrics: seed.metrics,
+        top: Rc::new(RefCell::new(top)),
+        time_round_trips,
     });
+    ctx.gate
+        .borrow()
+        .publish_metrics(&ctx.metrics, std::time::SystemTime::now());
     let _ = ready.send(Ok(()));
     drop(ready);
     // The gate's tick: reconnects to control, keeps the fail-static flag current and ends
@@ -455,7 +518,12 @@ async fn worker_main(
                     match result {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {
-                            ctx.gate.borrow_mut().tick(std::time::SystemTime::now());
+                            let now = std::time::SystemTime::now();
+                            ctx.gate.borrow_mut().tick(now);
+                            ctx.gate.borrow().publish_metrics(&ctx.metrics, now);
+                            if let Some(entries) = ctx.top.borrow_mut().take_changed() {
+                                ctx.metrics.publish_top(entries);
+                            }
                             ctx.audit.flush();
                         }
                     }
@@ -651,6 +719,15 @@ fn start_recorder(
 /// The sessions a worker is serving. Each runs as its own task wrapped in an abort handle,
 /// so shutdown can end the ones still open after the grace period; polling the handle is
 /// an atomic load, with no lock on the data path.
+/// Counts a connection closed when its task ends or is dropped.
+struct ClosedOnDrop(Arc<WorkerMetrics>);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        self.0.connections_closed.inc();
+    }
+}
+
 #[derive(Default, Clone)]
 struct Sessions {
     open: Rc<RefCell<HashMap<u64, AbortHandle>>>,
@@ -674,7 +751,11 @@ impl Sessions {
         let (handle, registration) = AbortHandle::new_pair();
         self.open.borrow_mut().insert(id, handle);
         let open = self.open.clone();
+        ctx.metrics.connections_accepted.inc();
+        // Counted closed however the session ends (finished, aborted, panicked).
+        let closed = ClosedOnDrop(Arc::clone(&ctx.metrics));
         monoio::spawn(async move {
+            let _closed = closed;
             // A bug in one session must not take the worker, and every other session on
             // it, down with it.
             let session = AssertUnwindSafe(crate::session::serve(stream, peer, ctx)).catch_unwind();

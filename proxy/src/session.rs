@@ -20,7 +20,7 @@ use sluice_codecs::{Decode, DecodeError, Limits};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::audit::{Answer, Approval, Pending, PendingStatement, SessionFacts};
+use crate::audit::{Answer, Approval, Pending, PendingStatement, SessionFacts, SessionMeter};
 use crate::auth::{Principal, TokenError, TokenVerifier};
 use crate::backend_login::{BackendLogin, BackendReady, LoginStep};
 use crate::cancel::{self, CancelKey, CancelTarget};
@@ -29,6 +29,7 @@ use crate::gate::SessionGate;
 use crate::handshake::{
     Authenticated, AwaitingPassword, AwaitingStartup, Refusal, StartupOutcome, Transport,
 };
+use crate::metrics::{RefusedReason, WorkerMetrics};
 use crate::recording::SessionRecording;
 use crate::server::{BackendTarget, WorkerContext};
 use crate::statements::{Action, Checked, Guard, REFUSED};
@@ -87,8 +88,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
         client_handshake(Conn::Plain(stream), peer, &ctx),
     )
     .await;
+    let metrics = &ctx.metrics;
     let (client, leftover, auth) = match handshake {
         Err(_) => {
+            metrics.refused(RefusedReason::Timeout);
             return log_end(
                 session_id,
                 peer,
@@ -96,9 +99,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
                 started,
                 &counters,
                 &End::HandshakeTimeout,
-            )
+            );
         }
         Ok(Err((client, end))) => {
+            count_refusal(metrics, &end);
             if let Some(mut client) = client {
                 if let End::Refused(refusal) = &end {
                     let _ = write_all(&mut client, refusal.to_bytes()).await;
@@ -107,10 +111,32 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
             }
             return log_end(session_id, peer, None, started, &counters, &end);
         }
-        Ok(Ok(done)) => done,
+        Ok(Ok(done)) => {
+            metrics.auth_latency.record(started.elapsed());
+            done
+        }
     };
     let end = run_authenticated(session_id, client, leftover, &auth, peer, &ctx, &counters).await;
+    if let End::Refused(_) = &end {
+        count_refusal(metrics, &end);
+    }
     log_end(session_id, peer, Some(&auth), started, &counters, &end);
+}
+
+/// Counts a connection that ended before its session started, by why.
+fn count_refusal(metrics: &WorkerMetrics, end: &End) {
+    match end {
+        End::Refused(refusal) => metrics.refused(RefusedReason::of_sqlstate(&refusal.sqlstate)),
+        End::Tls(_) => {
+            metrics.tls_failures.inc();
+            metrics.refused(RefusedReason::Protocol);
+        }
+        End::Protocol(..) => metrics.refused(RefusedReason::Protocol),
+        End::HandshakeTimeout => metrics.refused(RefusedReason::Timeout),
+        // A client that went away or a cancel request was not refused.
+        End::ClientClosed | End::BackendClosed | End::Io(..) | End::Cancel | End::Terminated(_) => {
+        }
+    }
 }
 
 fn log_end(
@@ -292,7 +318,10 @@ async fn client_handshake(
                     return Err((Some(Conn::Plain(tcp)), End::Io("client", e)));
                 }
                 match acceptor.accept(tcp).await {
-                    Ok(tls) => conn = Conn::ServerTls(Box::new(tls)),
+                    Ok(tls) => {
+                        ctx.metrics.tls_handshakes.inc();
+                        conn = Conn::ServerTls(Box::new(tls));
+                    }
                     Err(e) => return Err((None, End::Tls(e.to_string()))),
                 }
                 transport.tls = true;
@@ -640,12 +669,21 @@ async fn run_authenticated(
         resource: auth.resource().to_owned(),
         peer: peer.to_string(),
     });
-    let facts = SessionFacts::new(
+    let mut facts = SessionFacts::new(
         session_id.to_string(),
         auth.principal().subject.clone(),
         auth.principal().groups.clone(),
         auth.resource().to_owned(),
     );
+    facts.meter = ctx
+        .metrics
+        .resource_index(auth.resource())
+        .map(|resource| SessionMeter {
+            metrics: Arc::clone(&ctx.metrics),
+            top: Rc::clone(&ctx.top),
+            resource,
+        });
+    ctx.metrics.sessions_started.inc();
     let recording = ctx
         .recorder
         .as_ref()
@@ -691,6 +729,9 @@ async fn run_authenticated(
     )
     .await;
     let masking = MaskingTotals::of(statements.masking.as_ref());
+    if let Some(profile) = &masking.profile {
+        ctx.metrics.add_masked(profile, &masking.counts);
+    }
     if let Some(recording) = &statements.recording {
         let _ = recording.append(RecordKind::SessionEnd(RecordedEnd {
             reason: end_reason(&end),
@@ -1454,6 +1495,39 @@ fn humantime_like(secs: u64) -> String {
     }
 }
 
+/// A round trip being timed: when the client's bytes arrived and when they were sent on.
+#[derive(Clone, Copy)]
+struct RoundTrip {
+    read_at: Instant,
+    sent: Instant,
+    class: sluice_classify::Class,
+    fingerprint: u64,
+}
+
+/// Counts a statement as held while it waits for an approver, however the wait ends
+/// (decided, or the session dropped mid-wait).
+struct HeldGauge<'a> {
+    metrics: &'a WorkerMetrics,
+    since: Instant,
+}
+
+impl<'a> HeldGauge<'a> {
+    fn start(metrics: &'a WorkerMetrics) -> HeldGauge<'a> {
+        metrics.held.inc();
+        HeldGauge {
+            metrics,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for HeldGauge<'_> {
+    fn drop(&mut self) {
+        self.metrics.held_settled.inc();
+        self.metrics.approval_wait.record(self.since.elapsed());
+    }
+}
+
 async fn relay(
     link: Link,
     ctx: &WorkerContext,
@@ -1482,6 +1556,11 @@ async fn relay(
     // Statements refused by policy, oldest first: the sync window (count of ReadyForQuery
     // the client will have seen before it) whose error is ours to rewrite, and the error.
     let refused: RefCell<VecDeque<(u64, Refusal)>> = RefCell::new(VecDeque::new());
+    // The round trip being timed, if any: one at a time, so pipelined statements are
+    // sampled rather than each paying for clock reads.
+    let timing: Cell<Option<RoundTrip>> = Cell::new(None);
+    let meter = statements.facts.meter.as_ref();
+    let time_round_trips = ctx.time_round_trips && meter.is_some();
     let upstream = async {
         let mut walker = FrameWalker::new(max_len);
         let mut buf = leftover;
@@ -1490,10 +1569,15 @@ async fn relay(
         // The verdict on the frame at the front of `buf`, once a hold has settled it.
         let mut settled: Option<(Checked, Option<Approval>)> = None;
         let clock = WallClock::new();
+        // When the bytes in `buf` arrived (for the added-latency histogram).
+        let mut read_at: Option<Instant> = None;
         loop {
             if !buf.is_empty() {
                 let mut terminated = false;
                 let mut statements_seen = 0;
+                // The first statement forwarded in this batch: what a timed round trip
+                // is attributed to.
+                let mut first_forwarded: Option<(sluice_classify::Class, u64)> = None;
                 // A refused frame is held whole (so it can be cut out) and replaced by a
                 // statement that fails on the backend: the backend then aborts the
                 // transaction and answers in order, and downstream rewrites its error.
@@ -1528,7 +1612,20 @@ async fn relay(
                                     });
                                     true
                                 }
-                                Action::Forward => false,
+                                Action::Forward => {
+                                    if first_forwarded.is_none() {
+                                        first_forwarded = checked.audit.first().map(|a| {
+                                            (
+                                                a.statement()
+                                                    .map_or(sluice_classify::Class::Unknown, |s| {
+                                                        s.class
+                                                    }),
+                                                a.classification.fingerprint,
+                                            )
+                                        });
+                                    }
+                                    false
+                                }
                             };
                             if !checked.audit.is_empty() {
                                 let raw = session.audit_literals().then(|| {
@@ -1596,6 +1693,7 @@ async fn relay(
                     counters
                         .bytes_from_client
                         .set(counters.bytes_from_client.get() + walked.forward as u64);
+                    ctx.metrics.bytes_from_client.add(walked.forward as u64);
                     let out = buf.split_to(walked.forward).freeze();
                     if let Some(recording) = &statements.recording {
                         // What the client sent, refused statements included.
@@ -1610,6 +1708,17 @@ async fn relay(
                     } else {
                         substitute_refused(&out, replace, &refused)
                     };
+                    if let (true, Some((class, fingerprint)), None) =
+                        (time_round_trips, first_forwarded, timing.get())
+                    {
+                        let sent = Instant::now();
+                        timing.set(Some(RoundTrip {
+                            read_at: read_at.unwrap_or(sent),
+                            sent,
+                            class,
+                            fingerprint,
+                        }));
+                    }
                     if let Err(e) = write_all(&mut backend_tx, out).await {
                         return End::Io("backend", e);
                     }
@@ -1622,7 +1731,9 @@ async fn relay(
                 if let Some(checked) = held {
                     // Everything before the held frame is on its way; the frame itself
                     // (and whatever the client pipelined after it) waits here.
+                    let waiting = HeldGauge::start(&ctx.metrics);
                     let outcome = hold_for_approval(&checked, ctx, statements, &writer).await;
+                    drop(waiting);
                     if let (Some(recording), Some(approval)) =
                         (&statements.recording, outcome.approval())
                     {
@@ -1656,6 +1767,9 @@ async fn relay(
             }
             let (result, b) = read_into(&mut client_rx, buf, buffer / 4).await;
             buf = b;
+            if time_round_trips {
+                read_at = Some(Instant::now());
+            }
             match result {
                 Ok(0) => {
                     // The client closed (or half-closed) without Terminate: end the backend
@@ -1698,6 +1812,9 @@ async fn relay(
                 Ok(_) => {}
                 Err(e) => return (End::Io("backend", e), walker.at_boundary()),
             }
+            // The answer to a timed round trip starts here.
+            let answered = timing.take().map(|trip| (trip, Instant::now()));
+            let mask_started = (time_round_trips && masking.is_some()).then(Instant::now);
             let mut patches: Vec<Patch> = Vec::new();
             masked.clear();
             // Count ReadyForQuery frames (one compare per frame header) so that a refused
@@ -1804,10 +1921,17 @@ async fn relay(
                 // header was not released.
                 Err(e) => return (End::Protocol("backend", e), true),
             };
+            if let Some(started) = mask_started {
+                ctx.metrics.masking_bytes.add(walked.forward as u64);
+                ctx.metrics
+                    .masking_ns
+                    .add(started.elapsed().as_nanos() as u64);
+            }
             if walked.forward > 0 {
                 counters
                     .bytes_from_backend
                     .set(counters.bytes_from_backend.get() + walked.forward as u64);
+                ctx.metrics.bytes_from_backend.add(walked.forward as u64);
                 let out = buf.split_to(walked.forward).freeze();
                 let out = if patches.is_empty() {
                     out
@@ -1819,6 +1943,16 @@ async fn relay(
                     if let Err(refusal) = recording.server(&out) {
                         return (End::Terminated(refusal), walker.at_boundary());
                     }
+                }
+                if let (Some((trip, first_byte)), Some(meter)) = (answered, meter) {
+                    let relayed = Instant::now();
+                    let added = (trip.sent - trip.read_at) + (relayed - first_byte);
+                    let added_ns = added.as_nanos() as u64;
+                    let upstream_ns = (first_byte - trip.sent).as_nanos() as u64;
+                    if let Some(resource) = meter.resource() {
+                        resource.round_trip(trip.class, added_ns, upstream_ns);
+                    }
+                    meter.top.borrow_mut().added(trip.fingerprint, added_ns);
                 }
                 if let Err(e) = writer.relay(out, walker.at_boundary()).await {
                     return (End::Io("client", e), false);

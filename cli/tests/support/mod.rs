@@ -292,6 +292,8 @@ pub struct Gateway {
     pub control: Option<Proc>,
     /// Port the gateway listens on (127.0.0.1).
     pub port: u16,
+    /// Port of its metrics endpoint (127.0.0.1).
+    pub metrics_port: u16,
     /// The written deployment (config, CA, signing key).
     pub deployment: Deployment,
     /// Holds the deployment directory and the gateway log.
@@ -363,6 +365,19 @@ impl Gateway {
             },
         )
         .expect("writing the deployment");
+        // The deployment puts the metrics endpoint on the next port, which another test
+        // may hold: give it a free one of its own.
+        let metrics_port = sluice_pgharness::free_loopback_port().expect("free port");
+        {
+            let text = std::fs::read_to_string(&deployment.config).expect("read sluice.toml");
+            let planned = format!("listen = \"127.0.0.1:{}\"", deployment::metrics_port(port));
+            assert!(
+                text.contains(&planned),
+                "the deployment names no metrics port"
+            );
+            let text = text.replace(&planned, &format!("listen = \"127.0.0.1:{metrics_port}\""));
+            std::fs::write(&deployment.config, text).expect("write sluice.toml");
+        }
         if let Some(edit) = options.edit_config {
             let text = std::fs::read_to_string(&deployment.config).expect("read sluice.toml");
             std::fs::write(&deployment.config, edit(text)).expect("write sluice.toml");
@@ -401,6 +416,7 @@ impl Gateway {
             proc,
             control,
             port,
+            metrics_port,
             deployment,
             dir,
             cluster,
