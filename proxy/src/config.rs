@@ -54,6 +54,9 @@ pub struct Config {
     /// The listen queue and how each worker's io_uring is set up.
     #[serde(default)]
     pub io: IoConfig,
+    /// Which tuning profile the `sluice` binary merges onto this file before parsing it.
+    #[serde(default)]
+    pub tuning: TuningSection,
     /// Directory that relative paths in this file are resolved against (the file's own
     /// directory); not read from the file.
     #[serde(skip)]
@@ -184,6 +187,16 @@ impl IoConfig {
         }
         Ok(())
     }
+}
+
+/// `[tuning]`: the profile the `sluice` binary applies (crate `sluice-tuning`). The merge
+/// happens on the TOML text before this struct exists, so a [`Config`] loaded with
+/// [`Config::load`] alone has the file's own values, without the profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuningSection {
+    /// Name of a profile (`sluice tune profiles`); `sluice up --profile` overrides it.
+    pub profile: Option<String>,
 }
 
 /// Client-facing TLS certificate.
@@ -601,6 +614,7 @@ mod tests {
         assert_eq!(config.io.backlog, 1024);
         assert!(config.io.uring_coop_taskrun);
         assert!(!config.io.uring_sqpoll);
+        assert_eq!(config.tuning.profile, None);
     }
 
     #[test]
