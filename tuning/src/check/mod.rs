@@ -445,13 +445,17 @@ fn nofile(limit: Option<SoftHard>, plan: &Plan, workers: u64) -> Finding {
     );
     let target = need.next_power_of_two().max(65_536);
     let fixes = |hard: Limit| {
-        let mut fix = vec![
-            format!("LimitNOFILE={target} in the gateway's systemd unit ([Service])"),
-            format!("ulimit -n {target}   # this shell"),
-        ];
-        if !hard.allows(target) {
+        let mut fix = vec![format!(
+            "LimitNOFILE={target} in the gateway's systemd unit ([Service])"
+        )];
+        if hard.allows(target) {
+            fix.push(format!("ulimit -n {target}   # this shell"));
+        } else {
             fix.push(format!(
-                "the hard limit is lower: as root, '* hard nofile {target}' in /etc/security/limits.conf"
+                "ulimit -Hn {target} && ulimit -n {target}   # this shell, as root: the hard limit is lower"
+            ));
+            fix.push(format!(
+                "for login sessions: '* hard nofile {target}' and '* soft nofile {target}' in /etc/security/limits.conf"
             ));
         }
         fix

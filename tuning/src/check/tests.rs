@@ -95,10 +95,7 @@ fn nofile_fails_below_what_the_workers_need_and_warns_below_the_sessions() {
         nofile.fix
     );
     assert!(
-        nofile
-            .fix
-            .iter()
-            .any(|x| x.contains("/etc/security/limits.conf")),
+        nofile.fix.iter().any(|x| x.contains("ulimit -Hn 65536")),
         "the hard limit is below the target: {:?}",
         nofile.fix
     );
