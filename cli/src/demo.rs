@@ -27,6 +27,8 @@ pub struct DemoArgs {
     /// I/O driver of the gateway (io_uring | epoll).
     #[arg(long, default_value = "io_uring")]
     driver: sluice_proxy::config::Driver,
+    #[command(flatten)]
+    profile: crate::tune::ProfileArg,
 }
 
 /// The role the gateway logs in to the backend as; only the gateway knows its password.
@@ -98,7 +100,7 @@ pub fn run(args: DemoArgs, log_format: crate::LogFormat) -> anyhow::Result<()> {
     };
     // Exactly what `sluice up` does: control in this process, the gateway as its
     // supervised child; Ctrl-C stops the gateway gracefully, then control.
-    let result = crate::run::up(&files.config, log_format);
+    let result = crate::run::up(&files.config, log_format, args.profile.profile.clone());
     drop(banner);
     drop(cluster);
     if args.keep {
