@@ -31,6 +31,13 @@ pub struct DemoArgs {
     profile: crate::tune::ProfileArg,
 }
 
+impl DemoArgs {
+    /// `--profile`, passed on to `sluice up`.
+    pub fn profile(&self) -> Option<String> {
+        self.profile.profile.clone()
+    }
+}
+
 /// The role the gateway logs in to the backend as; only the gateway knows its password.
 const GATEWAY_ROLE: &str = "sluice_gateway";
 
@@ -100,7 +107,7 @@ pub fn run(args: DemoArgs, log_format: crate::LogFormat) -> anyhow::Result<()> {
     };
     // Exactly what `sluice up` does: control in this process, the gateway as its
     // supervised child; Ctrl-C stops the gateway gracefully, then control.
-    let result = crate::run::up(&files.config, log_format, args.profile.profile.clone());
+    let result = crate::run::up(&files.config, log_format, args.profile());
     drop(banner);
     drop(cluster);
     if args.keep {

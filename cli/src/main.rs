@@ -284,6 +284,33 @@ mod tests {
     }
 
     #[test]
+    fn every_command_that_starts_a_gateway_takes_a_checked_profile() {
+        let profile_of = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parse");
+            match cli.command {
+                Command::Up(p) => p.profile,
+                Command::Proxy { profile, .. } => profile.profile,
+                Command::Demo(d) => d.profile(),
+                _ => panic!("not a gateway command"),
+            }
+        };
+        if std::env::var_os("SLUICE_PROFILE").is_none() {
+            assert_eq!(profile_of(&["sluice", "up"]), None);
+        }
+        for command in ["up", "proxy", "demo"] {
+            assert_eq!(
+                profile_of(&["sluice", command, "--profile", "small-host"]).as_deref(),
+                Some("small-host"),
+                "{command}"
+            );
+            let err = Cli::try_parse_from(["sluice", command, "--profile", "fast"])
+                .err()
+                .expect("unknown profile refused");
+            assert!(err.to_string().contains("low-latency"), "{err}");
+        }
+    }
+
+    #[test]
     fn revoke_has_a_default_reason_and_an_optional_token() {
         let cli = Cli::try_parse_from(["sluice", "revoke", "--user", "bob"]).expect("parse");
         let Command::Revoke(a) = cli.command else {
