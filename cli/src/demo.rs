@@ -27,6 +27,15 @@ pub struct DemoArgs {
     /// I/O driver of the gateway (io_uring | epoll).
     #[arg(long, default_value = "io_uring")]
     driver: sluice_proxy::config::Driver,
+    #[command(flatten)]
+    profile: crate::tune::ProfileArg,
+}
+
+impl DemoArgs {
+    /// `--profile`, passed on to `sluice up`.
+    pub fn profile(&self) -> Option<String> {
+        self.profile.profile.clone()
+    }
 }
 
 /// The role the gateway logs in to the backend as; only the gateway knows its password.
@@ -98,7 +107,7 @@ pub fn run(args: DemoArgs, log_format: crate::LogFormat) -> anyhow::Result<()> {
     };
     // Exactly what `sluice up` does: control in this process, the gateway as its
     // supervised child; Ctrl-C stops the gateway gracefully, then control.
-    let result = crate::run::up(&files.config, log_format);
+    let result = crate::run::up(&files.config, log_format, args.profile());
     drop(banner);
     drop(cluster);
     if args.keep {

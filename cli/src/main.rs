@@ -14,6 +14,10 @@
 //! It owns argument parsing, logging set-up, signal handling, process supervision and
 //! output formatting, and nothing else: every behaviour lives in a library crate so it can
 //! be tested without this binary. Errors are printed as `error: <message>` with exit code 1.
+//!
+//! Tuning: `up`, `proxy` and `demo` take `--profile NAME` (a profile merged over the config
+//! file, see `sluice-tuning`); `tune profiles|show|check` lists and explains the profiles
+//! and checks the host without changing it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +37,7 @@ mod recordings;
 mod run;
 mod signals;
 mod statement_audit;
+mod tune;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -80,7 +85,7 @@ enum Command {
     /// Control runs in this process, the gateway as a supervised child process (restarted
     /// with backoff if it exits). SIGHUP reloads the config; SIGTERM/SIGINT stops the
     /// gateway gracefully (a second signal closes all sessions), then control.
-    Up,
+    Up(tune::ProfileArg),
     /// Run control alone (identity, policy, grants, snapshots, admin socket).
     ///
     /// SIGHUP reloads the config; SIGTERM/SIGINT stops. The gateway (`sluice proxy`) keeps
@@ -97,6 +102,8 @@ enum Command {
         /// Override `listen.address`, e.g. 127.0.0.1:6433.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        profile: tune::ProfileArg,
     },
     /// Mint a Sluice token; prints the token alone on stdout. Needs a running control.
     Token(admin::TokenArgs),
@@ -141,6 +148,10 @@ enum Command {
     Sessions(recordings::SessionsCommand),
     /// Replay a recorded session as its user saw it (after masking).
     Replay(recordings::ReplayArgs),
+    /// Tuning profiles (list, show, compare with a config) and a read-only check of this
+    /// host.
+    #[command(subcommand)]
+    Tune(tune::TuneCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -158,8 +169,13 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.command {
+        // The only command whose exit code carries a verdict of its own.
+        Command::Tune(command) => tune::run(cli.config.as_deref(), command),
+        _ => run(cli).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -176,14 +192,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let socket = |what: &str| admin::socket(&config(what)?);
     match cli.command {
         Command::Demo(args) => demo::run(args, cli.log_format),
-        Command::Up => run::up(&config("up")?, cli.log_format),
+        Command::Up(profile) => run::up(&config("up")?, cli.log_format, profile.profile),
         Command::Control => run::control(&config("control")?),
         Command::Proxy {
             driver,
             workers,
             listen,
+            profile,
         } => {
-            let mut config = sluice_proxy::Config::load(&config("proxy")?)?;
+            // The profile first, then these flags: a flag given here is the last word.
+            let applied = sluice_tuning::load(&config("proxy")?, profile.profile.as_deref())?;
+            applied.log();
+            let mut config = applied.config;
             if let Some(driver) = driver {
                 config.listen.driver = driver;
             }
@@ -216,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => admin::audit(&socket("audit")?, a.args),
         Command::Sessions(c) => recordings::sessions(&config("sessions")?, c),
         Command::Replay(a) => recordings::replay(&config("replay")?, a),
+        Command::Tune(_) => unreachable!("handled in main"),
     }
 }
 
@@ -266,6 +287,33 @@ mod tests {
         .err()
         .expect("bad duration refused");
         assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn every_command_that_starts_a_gateway_takes_a_checked_profile() {
+        let profile_of = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parse");
+            match cli.command {
+                Command::Up(p) => p.profile,
+                Command::Proxy { profile, .. } => profile.profile,
+                Command::Demo(d) => d.profile(),
+                _ => panic!("not a gateway command"),
+            }
+        };
+        if std::env::var_os("SLUICE_PROFILE").is_none() {
+            assert_eq!(profile_of(&["sluice", "up"]), None);
+        }
+        for command in ["up", "proxy", "demo"] {
+            assert_eq!(
+                profile_of(&["sluice", command, "--profile", "small-host"]).as_deref(),
+                Some("small-host"),
+                "{command}"
+            );
+            let err = Cli::try_parse_from(["sluice", command, "--profile", "fast"])
+                .err()
+                .expect("unknown profile refused");
+            assert!(err.to_string().contains("low-latency"), "{err}");
+        }
     }
 
     #[test]

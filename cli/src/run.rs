@@ -63,11 +63,15 @@ pub fn control(config: &Path) -> anyhow::Result<()> {
 }
 
 /// `sluice up`: control here, the gateway as a supervised child, until SIGTERM/SIGINT.
-pub fn up(config: &Path, log_format: LogFormat) -> anyhow::Result<()> {
+/// `profile` (`--profile`) is passed on to the gateway, which applies and logs it.
+pub fn up(config: &Path, log_format: LogFormat, profile: Option<String>) -> anyhow::Result<()> {
     let config =
         std::path::absolute(config).with_context(|| format!("resolving {}", config.display()))?;
     // Refuse a config the gateway would refuse, rather than restarting it forever.
-    sluice_proxy::Config::load(&config)?;
+    let applied = sluice_tuning::load(&config, profile.as_deref())?;
+    if let Some((p, _)) = applied.profile {
+        info!(profile = p.name, "the gateway runs with a tuning profile");
+    }
     let signals = crate::signals::channel(&[SIGHUP, SIGINT, SIGTERM])?;
     let control = start_control(&config)?;
     let state_dir = sluice_control::config::ControlFile::load(&config)
@@ -78,6 +82,7 @@ pub fn up(config: &Path, log_format: LogFormat) -> anyhow::Result<()> {
         config,
         log_format,
         pid_file: state_dir.join("proxy.pid"),
+        profile,
     };
     let previous = previous_gateway(&proxy.pid_file);
     let result = supervise(&proxy, &signals, &control, previous);
@@ -93,6 +98,8 @@ struct ProxyCommand {
     log_format: LogFormat,
     /// `state_dir/proxy.pid`: the running child's pid and start time.
     pid_file: PathBuf,
+    /// `--profile` given to `up`; the file's own `[tuning] profile` the child reads itself.
+    profile: Option<String>,
 }
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22), which
@@ -131,6 +138,7 @@ impl ProxyCommand {
             .arg("proxy")
             .arg("--config")
             .arg(&self.config)
+            .args(self.profile.iter().flat_map(|p| ["--profile", p.as_str()]))
             .stdin(Stdio::null())
             .process_group(0);
         // No parent-death signal: if `up` (and with it control) dies, the gateway keeps

@@ -54,6 +54,12 @@ pub struct Config {
     /// through the snapshot). Kept here only so the shared file parses.
     #[serde(default)]
     pub approvals: Option<toml::Value>,
+    /// The listen queue and how each worker's io_uring is set up.
+    #[serde(default)]
+    pub io: IoConfig,
+    /// Which tuning profile the `sluice` binary merges onto this file before parsing it.
+    #[serde(default)]
+    pub tuning: TuningSection,
     /// Directory that relative paths in this file are resolved against (the file's own
     /// directory); not read from the file.
     #[serde(skip)]
@@ -122,6 +128,78 @@ impl std::str::FromStr for Driver {
             other => bail!("unknown driver {other:?}: expected io_uring or epoll"),
         }
     }
+}
+
+/// Kernel-facing settings of each worker: its listen queue and its io_uring. The defaults
+/// are what the gateway did before they could be set; the tuning profiles change them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IoConfig {
+    /// `listen(2)` backlog of each worker's socket: connections the kernel has completed
+    /// and keeps until the worker accepts them. The kernel silently caps it at
+    /// `net.core.somaxconn` (`sluice tune check` compares the two).
+    pub backlog: u32,
+    /// `IORING_SETUP_COOP_TASKRUN` + `TASKRUN_FLAG`: completions are handled when the
+    /// worker next enters the kernel instead of interrupting it (design.md §7: ~4× fewer
+    /// interrupts to a busy worker). Dropped with a warning if the kernel refuses it.
+    pub uring_coop_taskrun: bool,
+    /// `IORING_SETUP_SQPOLL`: a kernel thread per worker polls the submission queue, so a
+    /// busy worker submits without a system call. That thread spins on a CPU of its own,
+    /// which on a host with few cores is taken from PostgreSQL and the workers (design.md
+    /// §7), hence off by default. A kernel or host that refuses it (before 5.11 it needs
+    /// CAP_SYS_ADMIN) gets a warning and a ring without it, never a failed start.
+    pub uring_sqpoll: bool,
+    /// With `uring_sqpoll`: how long the polling thread spins without work before it
+    /// sleeps, in milliseconds. Longer keeps an idle-then-busy worker fast and burns more
+    /// CPU while idle.
+    pub uring_sqpoll_idle_ms: u32,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        IoConfig {
+            backlog: 1024,
+            uring_coop_taskrun: true,
+            uring_sqpoll: false,
+            uring_sqpoll_idle_ms: 1000,
+        }
+    }
+}
+
+impl IoConfig {
+    /// Largest ring the kernel accepts (`IORING_MAX_ENTRIES`).
+    pub const MAX_URING_ENTRIES: u32 = 32768;
+
+    fn check(&self, listen: &ListenConfig) -> anyhow::Result<()> {
+        if !(1..=65535).contains(&self.backlog) {
+            bail!("io.backlog must be 1 to 65535");
+        }
+        if !(1..=Self::MAX_URING_ENTRIES).contains(&listen.uring_entries) {
+            bail!(
+                "listen.uring_entries must be 1 to {}",
+                Self::MAX_URING_ENTRIES
+            );
+        }
+        if self.uring_sqpoll {
+            if listen.driver != Driver::IoUring {
+                bail!("io.uring_sqpoll = true needs listen.driver = \"io_uring\"");
+            }
+            if !(1..=60_000).contains(&self.uring_sqpoll_idle_ms) {
+                bail!("io.uring_sqpoll_idle_ms must be 1 to 60000");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[tuning]`: the profile the `sluice` binary applies (crate `sluice-tuning`). The merge
+/// happens on the TOML text before this struct exists, so a [`Config`] loaded with
+/// [`Config::load`] alone has the file's own values, without the profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuningSection {
+    /// Name of a profile (`sluice tune profiles`); `sluice up --profile` overrides it.
+    pub profile: Option<String>,
 }
 
 /// Client-facing TLS certificate.
@@ -389,6 +467,7 @@ impl Config {
         if self.limits.buffer_bytes < 4096 {
             bail!("limits.buffer_bytes must be at least 4096");
         }
+        self.io.check(&self.listen)?;
         let r = &self.recording;
         if !(1..=22).contains(&r.zstd_level) {
             bail!("recording.zstd_level must be 1 to 22");
@@ -566,6 +645,44 @@ mod tests {
         let text = format!("{MINIMAL}\n[listen]\nadress = \"1.2.3.4:1\"\n");
         let err = Config::parse(&text).expect_err("typo must not be ignored");
         assert!(format!("{err:#}").contains("adress"), "{err:#}");
+    }
+
+    #[test]
+    fn io_defaults_are_the_behaviour_before_the_section_existed() {
+        let config = Config::parse(MINIMAL).expect("parses");
+        assert_eq!(config.io, IoConfig::default());
+        assert_eq!(config.io.backlog, 1024);
+        assert!(config.io.uring_coop_taskrun);
+        assert!(!config.io.uring_sqpoll);
+        assert_eq!(config.tuning.profile, None);
+    }
+
+    #[test]
+    fn io_settings_are_validated_with_the_field_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (extra, field) in [
+            ("[io]\nbacklog = 0", "io.backlog"),
+            ("[listen]\nuring_entries = 65536", "listen.uring_entries"),
+            (
+                "[io]\nuring_sqpoll = true\nuring_sqpoll_idle_ms = 0",
+                "io.uring_sqpoll_idle_ms",
+            ),
+            (
+                "[io]\nuring_sqpoll = true\n[listen]\ndriver = \"epoll\"",
+                "io.uring_sqpoll",
+            ),
+        ] {
+            let mut config = Config::parse(&format!("{MINIMAL}\n{extra}\n")).expect("parses");
+            config.base_dir = dir.path().to_path_buf();
+            let err = config.validate().expect_err(extra);
+            assert!(err.to_string().contains(field), "{extra}: {err}");
+        }
+        let mut config = Config::parse(&format!(
+            "{MINIMAL}\n[io]\nuring_sqpoll = true\nuring_sqpoll_idle_ms = 5\nbacklog = 4096\n"
+        ))
+        .expect("parses");
+        config.base_dir = dir.path().to_path_buf();
+        config.validate().expect("valid");
     }
 
     #[test]

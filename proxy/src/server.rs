@@ -21,7 +21,7 @@ use rustls::pki_types::ServerName;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{BackendTls, Config, Driver};
+use crate::config::{BackendTls, Config, Driver, IoConfig};
 use crate::gate::{Gate, TICK};
 use crate::metrics::WorkerMetrics;
 use crate::tls;
@@ -209,14 +209,16 @@ impl Gateway {
         let driver = shared.config.listen.driver;
         let pin = shared.config.listen.pin_workers;
         let entries = shared.config.listen.uring_entries;
+        let io = shared.config.io.clone();
+        let backlog = i32::try_from(io.backlog).unwrap_or(i32::MAX);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
         // Bind every listener here so port 0 resolves once and all workers share it.
-        let first = reuseport_listener(shared.config.listen.address)?;
+        let first = reuseport_listener(shared.config.listen.address, backlog)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..workers {
-            listeners.push(reuseport_listener(local_addr)?);
+            listeners.push(reuseport_listener(local_addr, backlog)?);
         }
 
         let (tx, rx) = watch::channel(Phase::Running);
@@ -273,6 +275,7 @@ impl Gateway {
             };
             let rx = rx.clone();
             let ready = ready_tx.clone();
+            let io = io.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
                 .spawn(move || {
@@ -281,7 +284,7 @@ impl Gateway {
                             warn!(worker = index, error = ?e, "could not pin worker to its core");
                         }
                     }
-                    run_worker(index, driver, entries, listener, ctx, rx, ready)
+                    run_worker(index, driver, entries, &io, listener, ctx, rx, ready)
                 })
                 .context("spawning worker thread")?;
             handles.push(handle);
@@ -338,7 +341,7 @@ impl Gateway {
     }
 }
 
-fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+fn reuseport_listener(addr: SocketAddr, backlog: i32) -> anyhow::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -347,7 +350,7 @@ fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener>
     socket
         .bind(&addr.into())
         .with_context(|| format!("binding {addr}"))?;
-    socket.listen(1024)?;
+    socket.listen(backlog)?;
     Ok(socket.into())
 }
 
@@ -392,20 +395,56 @@ fn spawn_ticker(writers: Vec<std::os::unix::net::UnixStream>) -> anyhow::Result<
     Ok(())
 }
 
-/// io_uring setup flags from design.md §7: cooperative task running cuts completion
-/// interrupts to a busy worker.
-fn uring_builder(with_flags: bool) -> io_uring::Builder {
+/// The io_uring setup flags one attempt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RingFlags {
+    sqpoll: bool,
+    coop_taskrun: bool,
+}
+
+/// The rings to try, best first: what `[io]` asks for, then without SQPOLL (a kernel or
+/// host may refuse it), then without COOP_TASKRUN (kernels before 5.19). A flag the
+/// kernel refuses costs a warning, never the worker.
+fn ring_attempts(io: &IoConfig) -> Vec<RingFlags> {
+    let wanted = RingFlags {
+        sqpoll: io.uring_sqpoll,
+        coop_taskrun: io.uring_coop_taskrun,
+    };
+    let mut attempts = vec![wanted];
+    if wanted.sqpoll {
+        attempts.push(RingFlags {
+            sqpoll: false,
+            ..wanted
+        });
+    }
+    if wanted.coop_taskrun {
+        attempts.push(RingFlags {
+            sqpoll: false,
+            coop_taskrun: false,
+        });
+    }
+    attempts
+}
+
+/// io_uring setup flags (design.md §7): cooperative task running cuts completion
+/// interrupts to a busy worker; SQPOLL trades a polling kernel thread for submit calls.
+fn uring_builder(flags: RingFlags, sqpoll_idle_ms: u32) -> io_uring::Builder {
     let mut builder = io_uring::IoUring::builder();
-    if with_flags {
+    if flags.coop_taskrun {
         builder.setup_coop_taskrun().setup_taskrun_flag();
+    }
+    if flags.sqpoll {
+        builder.setup_sqpoll(sqpoll_idle_ms);
     }
     builder
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_worker(
     index: usize,
     driver: Driver,
     entries: u32,
+    io: &IoConfig,
     listener: std::net::TcpListener,
     seed: WorkerSeed,
     rx: watch::Receiver<Phase>,
@@ -413,24 +452,35 @@ fn run_worker(
 ) -> anyhow::Result<()> {
     let run = |listener, seed, rx, ready| worker_main(index, listener, seed, rx, ready);
     if driver == Driver::IoUring {
-        let built = RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(entries)
-            .uring_builder(uring_builder(true))
-            .enable_timer()
-            .build()
-            .or_else(|e| {
-                warn!(worker = index, error = %e, "io_uring refused COOP_TASKRUN/TASKRUN_FLAG; retrying without");
-                RuntimeBuilder::<IoUringDriver>::new()
-                    .with_entries(entries)
-                    .uring_builder(uring_builder(false))
-                    .enable_timer()
-                    .build()
-            });
-        match built {
-            Ok(mut rt) => return rt.block_on(run(listener, seed, rx, ready)),
-            Err(e) => {
-                warn!(worker = index, error = %e, "io_uring unavailable; falling back to epoll")
+        let attempts = ring_attempts(io);
+        let mut built = None;
+        for (n, flags) in attempts.iter().enumerate() {
+            match RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(entries)
+                .uring_builder(uring_builder(*flags, io.uring_sqpoll_idle_ms))
+                .enable_timer()
+                .build()
+            {
+                Ok(rt) => {
+                    built = Some(rt);
+                    break;
+                }
+                Err(e) => match attempts.get(n + 1) {
+                    Some(next) => warn!(
+                        worker = index,
+                        error = %e,
+                        refused = ?flags,
+                        retrying_with = ?next,
+                        "io_uring refused these setup flags; retrying with fewer"
+                    ),
+                    None => {
+                        warn!(worker = index, error = %e, "io_uring unavailable; falling back to epoll")
+                    }
+                },
             }
+        }
+        if let Some(mut rt) = built {
+            return rt.block_on(run(listener, seed, rx, ready));
         }
     }
     let mut rt = RuntimeBuilder::<LegacyDriver>::new()
@@ -774,5 +824,36 @@ impl Sessions {
         for handle in self.open.borrow().values() {
             handle.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_ring_flags_are_dropped_one_at_a_time() {
+        let flags = |sqpoll, coop_taskrun| RingFlags {
+            sqpoll,
+            coop_taskrun,
+        };
+        let io = |sqpoll, coop| IoConfig {
+            uring_sqpoll: sqpoll,
+            uring_coop_taskrun: coop,
+            ..IoConfig::default()
+        };
+        assert_eq!(
+            ring_attempts(&IoConfig::default()),
+            [flags(false, true), flags(false, false)]
+        );
+        assert_eq!(
+            ring_attempts(&io(true, true)),
+            [flags(true, true), flags(false, true), flags(false, false)]
+        );
+        assert_eq!(
+            ring_attempts(&io(true, false)),
+            [flags(true, false), flags(false, false)]
+        );
+        assert_eq!(ring_attempts(&io(false, false)), [flags(false, false)]);
     }
 }

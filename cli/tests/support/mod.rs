@@ -276,6 +276,8 @@ pub struct Options {
     /// Run `sluice up` (control in-process, the proxy as its supervised child) instead of
     /// `sluice control` and `sluice proxy` as two processes.
     pub up: bool,
+    /// More arguments for `sluice up` / `sluice proxy` (e.g. `--profile NAME`).
+    pub extra_args: Vec<&'static str>,
 }
 
 /// Password of the backend role the gateway logs in as.
@@ -405,6 +407,7 @@ impl Gateway {
         if let Some(driver) = options.driver {
             cmd.args(["--driver", driver]);
         }
+        cmd.args(&options.extra_args);
         let name = if options.up {
             "sluice up"
         } else {
