@@ -3,7 +3,9 @@
 # interleaved in rounds so machine noise hits every target alike. Reports median TPS, the
 # ratio to direct, and the gateway's CPU time per transaction (utime+stime from /proc).
 #
-# sluice-norec-w2 is the same gateway as sluice-io_uring-w2 with session recording off.
+# sluice-norec-w2 is the same gateway as sluice-io_uring-w2 with session recording off;
+# sluice-metrics-w2 has its metrics endpoint scraped every second (like the demo's own
+# gateway) and sluice-nometrics-w2 has none and times no round trips.
 #
 #   bash bench/pgbench-compare.sh [--clients 8] [--seconds 8] [--rounds 3] [--modes "simple prepared"] [--scale 10] [--no-pgbouncer]
 #                                 [--policy-off] [--targets "direct sluice-io_uring-w2 ..."]
@@ -59,17 +61,31 @@ next_port=$((port_uring + 10))
 variant_config() { # VARIANT -> path of a copy of the demo config, beside it
     local c
     c="$(dirname "$SLUICE_CONFIG")/bench-$1.toml"
-    { cat "$SLUICE_CONFIG"; printf '\n[recording]\ndir = "recordings-%s"\n' "$1"; } >"$c"
+    # No metrics endpoint of its own (the demo's gateway holds the port the config names)
+    # unless the variant says otherwise below.
+    { sed '/^\[metrics\]$/,/^\[/{/^listen = /d}' "$SLUICE_CONFIG"; printf '\n[recording]\ndir = "recordings-%s"\n' "$1"; } >"$c"
     echo "$c"
 }
+# Scrapes an endpoint every second for the whole run, as Prometheus would.
+scraper_pids=()
+scrape_every_second() { # PORT
+    (while :; do curl -s -o /dev/null "http://127.0.0.1:$1/metrics"; sleep 1; done) &
+    scraper_pids+=($!)
+}
+stop_scrapers() { for pid in "${scraper_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; }
 # norec: the demo's gateway with session recording off, to measure what recording costs.
-for variant in io_uring-w1 epoll-w1 epoll-w2 norec-w2; do
+# metrics / nometrics: the same gateway with its metrics endpoint scraped every second, and
+# with no endpoint and no round-trip timing, to measure what metrics cost.
+metrics_port=$((port_uring + 50))
+for variant in io_uring-w1 epoll-w1 epoll-w2 norec-w2 metrics-w2 nometrics-w2; do
     driver=${variant%-w*}; workers=${variant##*-w}
     config=$(variant_config "$variant")
-    if [ "$driver" = norec ]; then
-        driver=io_uring
-        sed -i 's/^\[recording\]$/[recording]\nenabled = false/' "$config"
-    fi
+    case "$driver" in
+        norec) sed -i 's/^\[recording\]$/[recording]\nenabled = false/' "$config" ;;
+        metrics) sed -i "s/^\\[metrics\\]\$/[metrics]\\nlisten = \"127.0.0.1:$metrics_port\"/" "$config" ;;
+        nometrics) sed -i 's/^latency = true$/latency = false/' "$config" ;;
+    esac
+    case "$driver" in norec|metrics|nometrics) driver=io_uring ;; esac
     SLUICE_LOG=warn "$bin" proxy --config "$config" --driver "$driver" --workers "$workers" \
         --listen "127.0.0.1:$next_port" >"$work/$variant.log" 2>&1 &
     bench_pids+=($!)
@@ -125,7 +141,9 @@ INI
     bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
 fi
 stop_bouncer() { [ -n "$bouncer_pid" ] && kill "$bouncer_pid" 2>/dev/null || true; }
-trap 'stop_bouncer; bench_cleanup' EXIT
+trap 'stop_scrapers; stop_bouncer; bench_cleanup' EXIT
+scrape_every_second "$((port_uring + 1))" # the demo's gateway
+scrape_every_second "$metrics_port"
 
 hz=$(getconf CLK_TCK)
 

@@ -263,3 +263,118 @@ fn readiness_follows_the_backend_and_control() {
     assert!(v["gateway"]["workers"].is_array(), "{v}");
     assert!(!out.status.success());
 }
+
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One login with a wrong token over plain TCP, as fast as the protocol allows.
+fn bad_login(port: u16) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let params = b"user\0carol\0database\0app\0\0";
+    let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(params);
+    stream.write_all(&startup).expect("startup");
+    let mut ask = [0u8; 9];
+    stream.read_exact(&mut ask).expect("password request");
+    assert_eq!(ask[0], b'R', "asked for a password");
+    let password = b"not-a-token\0";
+    let mut message = vec![b'p'];
+    message.extend_from_slice(&((4 + password.len()) as u32).to_be_bytes());
+    message.extend_from_slice(password);
+    stream.write_all(&message).expect("password");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert_eq!(answer.first(), Some(&b'E'), "refused with an error");
+}
+
+#[test]
+fn a_flood_of_bad_logins_is_summarized_and_sampled_traces_hold_no_values() {
+    let gw = Gateway::start(Options {
+        edit_config: Some(|text| {
+            text.replace(
+                "[shutdown]",
+                "[logging]\nrefusals_per_second = 3\nprotocol_trace_sample = 1.0\n\n[shutdown]",
+            )
+        }),
+        ..Options::default()
+    });
+    // Two hundred wrong tokens as fast as a client can send them: every one refused and
+    // counted, three a second per worker logged one by one, the rest summarized.
+    const ATTEMPTS: u64 = 200;
+    for _ in 0..ATTEMPTS {
+        bad_login(gw.port);
+    }
+    // A traced session: its messages are listed, its literals are not.
+    let mut cmd = gw.psql(&gw.token("carol"), &gw.conninfo("carol", ""));
+    cmd.args(["-c", "SELECT 'secret-literal-4242' AS x"]);
+    let out = run(&mut cmd, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The summary comes on the worker's next tick.
+    std::thread::sleep(Duration::from_millis(1500));
+    let metrics = samples(&get(gw.metrics_port, "/metrics").1);
+    assert_eq!(
+        value(
+            &metrics,
+            r#"sluice_connections_refused_total{reason="auth"}"#
+        ),
+        ATTEMPTS as f64
+    );
+    let log = strip_ansi(&gw.proc.log_text());
+    let refused_lines = log
+        .lines()
+        .filter(|l| l.contains("session end") && l.contains("28P01"))
+        .count();
+    let summarized: u64 = log
+        .lines()
+        .filter(|l| l.contains("were not logged one by one"))
+        .filter_map(|l| {
+            let rest = &l[l.find("suppressed")? + "suppressed".len()..];
+            let digits: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum();
+    assert_eq!(
+        refused_lines as u64 + summarized,
+        ATTEMPTS,
+        "every refusal is logged or summarized:\n{log}"
+    );
+    assert!(summarized > 0, "a flood this fast is summarized:\n{log}");
+    assert!(log.contains("protocol message"), "{log}");
+    assert!(log.contains("kind=Q") && log.contains("kind=D"), "{log}");
+    assert!(
+        log.contains("statement=select '?' as x"),
+        "the statement, normalized:\n{log}"
+    );
+    assert!(
+        !log.contains("secret-literal-4242"),
+        "a literal reached the log:\n{log}"
+    );
+}

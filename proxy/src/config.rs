@@ -47,6 +47,9 @@ pub struct Config {
     /// The metrics, health and statement-statistics endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Log volume: rate limits and sampled protocol traces.
+    #[serde(default)]
+    pub logging: LoggingConfig,
     /// Backends, keyed by the resource name that clients put in `dbname`.
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceConfig>,
@@ -392,6 +395,31 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[logging]`: what keeps the log useful under a flood, and what it may show for
+/// debugging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Per worker and second, how many connections that end before becoming a session
+    /// (refused, timed out, failed TLS, bad startup) get their own log line; beyond that
+    /// they are counted and summarized in one line per second, so a flood of bad
+    /// connections cannot fill the disk. Sessions that started are always logged.
+    pub refusals_per_second: u32,
+    /// Fraction of sessions (0 to 1) whose protocol messages are logged one line each
+    /// (direction, type, length, statement text with literals replaced, SQLSTATE; never
+    /// a value), under the log target `sluice::protocol`.
+    pub protocol_trace_sample: f64,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            refusals_per_second: 20,
+            protocol_trace_sample: 0.0,
+        }
+    }
+}
+
 /// One backend database that clients reach by its resource name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -474,6 +502,9 @@ impl Config {
         }
         if !(4..=4096).contains(&r.block_kib) {
             bail!("recording.block_kib must be 4 to 4096");
+        }
+        if !(0.0..=1.0).contains(&self.logging.protocol_trace_sample) {
+            bail!("logging.protocol_trace_sample must be between 0 and 1");
         }
         if self.metrics.top_statements == 0 || self.metrics.top_statements > 100_000 {
             bail!("metrics.top_statements must be between 1 and 100000");

@@ -1397,6 +1397,64 @@ mod tests {
         assert_eq!(merged[0].added_max_ns, 6_000);
     }
 
+    /// Every family a full scrape can hold, by name.
+    fn every_family() -> Vec<String> {
+        let w = Arc::new(WorkerMetrics::new(0, ["shop".to_owned()]));
+        let extras = ScrapeExtras {
+            recording: vec![RecordingFigures::default()],
+            backends: vec![BackendCheck {
+                resource: "shop".into(),
+                reachable: true,
+                error: None,
+                connect_us: 1,
+            }],
+            now_ms: 1,
+            scrapes: 1,
+        };
+        render_prometheus(&[w], &extras)
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_documents_every_series_and_the_dashboard_uses_only_real_ones() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let families = every_family();
+        assert!(families.len() > 30, "{families:?}");
+        for family in &families {
+            assert!(
+                readme.contains(&format!("`{family}`")),
+                "{family} is not documented in README.md"
+            );
+        }
+        let dashboard =
+            std::fs::read_to_string(root.join("tuning/grafana-dashboard.json")).expect("dashboard");
+        let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+        assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 8));
+        let mut used = 0;
+        for (at, _) in dashboard.match_indices("sluice_") {
+            let name: String = dashboard[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| families.iter().any(|f| f == base))
+                .unwrap_or(&name);
+            assert!(
+                families.iter().any(|f| f == family),
+                "the dashboard uses {name}, which the gateway does not export"
+            );
+            used += 1;
+        }
+        assert!(used > 20);
+    }
+
     #[test]
     fn exposition_merges_workers_and_skips_unseen_series() {
         let a = Arc::new(WorkerMetrics::new(0, ["shop".to_owned(), "hr".to_owned()]));

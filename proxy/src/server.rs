@@ -94,6 +94,8 @@ pub struct WorkerContext {
     pub top: Rc<RefCell<crate::metrics::StatementTop>>,
     /// Whether round trips are timed (`metrics.latency`).
     pub time_round_trips: bool,
+    /// Log lines left this second for connections that end before a session.
+    pub refusal_log: crate::session::RefusalLogBudget,
 }
 
 impl Shared {
@@ -529,6 +531,8 @@ async fn worker_main(
     }
     let top = crate::metrics::StatementTop::new(seed.config.metrics.top_statements);
     let time_round_trips = seed.config.metrics.latency;
+    let refusal_log =
+        crate::session::RefusalLogBudget::new(seed.config.logging.refusals_per_second);
     let ctx = Rc::new(WorkerContext {
         config: seed.config,
         gate: RefCell::new(gate),
@@ -540,6 +544,7 @@ async fn worker_main(
         metrics: seed.metrics,
         top: Rc::new(RefCell::new(top)),
         time_round_trips,
+        refusal_log,
     });
     ctx.gate
         .borrow()
@@ -575,6 +580,7 @@ async fn worker_main(
                                 ctx.metrics.publish_top(entries);
                             }
                             ctx.audit.flush();
+                            ctx.refusal_log.roll(Instant::now());
                         }
                     }
                 }

@@ -99,6 +99,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
                 started,
                 &counters,
                 &End::HandshakeTimeout,
+                &ctx.refusal_log,
             );
         }
         Ok(Err((client, end))) => {
@@ -109,7 +110,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
                 }
                 let _ = client.shutdown().await;
             }
-            return log_end(session_id, peer, None, started, &counters, &end);
+            return log_end(
+                session_id,
+                peer,
+                None,
+                started,
+                &counters,
+                &end,
+                &ctx.refusal_log,
+            );
         }
         Ok(Ok(done)) => {
             metrics.auth_latency.record(started.elapsed());
@@ -120,7 +129,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
     if let End::Refused(_) = &end {
         count_refusal(metrics, &end);
     }
-    log_end(session_id, peer, Some(&auth), started, &counters, &end);
+    log_end(
+        session_id,
+        peer,
+        Some(&auth),
+        started,
+        &counters,
+        &end,
+        &ctx.refusal_log,
+    );
 }
 
 /// Counts a connection that ended before its session started, by why.
@@ -139,6 +156,61 @@ fn count_refusal(metrics: &WorkerMetrics, end: &End) {
     }
 }
 
+/// A worker's budget of log lines for connections that end before becoming a session
+/// (`logging.refusals_per_second`): a flood of bad connections is summarized instead of
+/// logged line by line.
+pub struct RefusalLogBudget {
+    per_second: u32,
+    window_start: Cell<Option<Instant>>,
+    used: Cell<u32>,
+    suppressed: Cell<u64>,
+}
+
+impl RefusalLogBudget {
+    /// A budget of `per_second` lines per second.
+    pub fn new(per_second: u32) -> RefusalLogBudget {
+        RefusalLogBudget {
+            per_second,
+            window_start: Cell::new(None),
+            used: Cell::new(0),
+            suppressed: Cell::new(0),
+        }
+    }
+
+    /// Whether one more line may be written now.
+    pub fn allow(&self, now: Instant) -> bool {
+        self.roll(now);
+        if self.used.get() < self.per_second {
+            self.used.set(self.used.get() + 1);
+            true
+        } else {
+            self.suppressed.set(self.suppressed.get() + 1);
+            false
+        }
+    }
+
+    /// Starts a new window when a second has passed, logging what the last one held back
+    /// (also called on the worker's tick, so a flood that stops is still reported).
+    pub fn roll(&self, now: Instant) {
+        let due = self
+            .window_start
+            .get()
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if due {
+            let suppressed = self.suppressed.replace(0);
+            if suppressed > 0 {
+                warn!(
+                    suppressed,
+                    per_second = self.per_second,
+                    "connections that ended before a session were not logged one by one (logging.refusals_per_second); sluice_connections_refused_total counts them all"
+                );
+            }
+            self.window_start.set(Some(now));
+            self.used.set(0);
+        }
+    }
+}
+
 fn log_end(
     session_id: Uuid,
     peer: SocketAddr,
@@ -146,7 +218,12 @@ fn log_end(
     started: Instant,
     counters: &Counters,
     end: &End,
+    budget: &RefusalLogBudget,
 ) {
+    let before_session = auth.is_none() || matches!(end, End::Refused(_));
+    if before_session && !budget.allow(Instant::now()) {
+        return;
+    }
     let principal = auth.map(|a| a.principal().subject.as_str()).unwrap_or("-");
     let resource = auth.map(Authenticated::resource).unwrap_or("-");
     let reason = end_reason(end);
@@ -708,7 +785,13 @@ async fn run_authenticated(
             return End::Terminated(refusal);
         }
     }
+    let sample = ctx.config.logging.protocol_trace_sample;
+    let trace = sample > 0.0 && rand::random::<f64>() < sample;
+    if trace {
+        info!(target: "sluice::protocol", session = %session_id, "this session's protocol messages are traced (logging.protocol_trace_sample; no values)");
+    }
     let statements = Statements {
+        trace,
         guard: RefCell::new(guard),
         facts,
         cancel_requested,
@@ -1004,6 +1087,8 @@ struct Statements {
     masking: Option<RefCell<SessionMasker>>,
     /// The session's recording, when recording is on.
     recording: Option<SessionRecording>,
+    /// Whether this session's protocol messages are logged (sampled).
+    trace: bool,
 }
 
 /// What a session masked, for its end event and log line.
@@ -1495,6 +1580,54 @@ fn humantime_like(secs: u64) -> String {
     }
 }
 
+/// Lists the protocol messages in the bytes a session forwards, for a sampled session's
+/// trace (`logging.protocol_trace_sample`): type and length only, never a value. Forwarded
+/// bytes start at a message boundary or inside a message already listed (a large message
+/// goes out in pieces), and never hold half a header.
+#[derive(Default)]
+struct FrameTrace {
+    /// Bytes of a message listed earlier that are still to come.
+    rest_of_frame: usize,
+}
+
+impl FrameTrace {
+    /// The messages that start in `chunk`: type, length (with the type byte) and, for a
+    /// backend error or notice held whole, its SQLSTATE.
+    fn messages(&mut self, chunk: &[u8], backend: bool) -> Vec<(u8, usize, Option<String>)> {
+        let mut out = Vec::new();
+        let mut at = self.rest_of_frame.min(chunk.len());
+        self.rest_of_frame -= at;
+        while let Some(header) = chunk.get(at..at + 5) {
+            let tag = header[0];
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize + 1;
+            let sqlstate = match chunk.get(at + 5..at + len) {
+                Some(body) if backend && matches!(tag, b'E' | b'N') => {
+                    error_code(body).map(|c| String::from_utf8_lossy(c).into_owned())
+                }
+                _ => None,
+            };
+            out.push((tag, len, sqlstate));
+            if at + len > chunk.len() {
+                self.rest_of_frame = at + len - chunk.len();
+                break;
+            }
+            at += len;
+        }
+        out
+    }
+
+    fn list(&mut self, chunk: &[u8], session: &str, direction: &'static str) {
+        for (tag, len, sqlstate) in self.messages(chunk, direction == "backend") {
+            info!(
+                target: "sluice::protocol",
+                session, direction, kind = %char::from(tag), bytes = len,
+                sqlstate = sqlstate.as_deref().unwrap_or(""),
+                "protocol message"
+            );
+        }
+    }
+}
+
 /// A round trip being timed: when the client's bytes arrived and when they were sent on.
 #[derive(Clone, Copy)]
 struct RoundTrip {
@@ -1561,8 +1694,11 @@ async fn relay(
     let timing: Cell<Option<RoundTrip>> = Cell::new(None);
     let meter = statements.facts.meter.as_ref();
     let time_round_trips = ctx.time_round_trips && meter.is_some();
+    let trace = statements.trace;
+    let session_id = statements.facts.session.as_str();
     let upstream = async {
         let mut walker = FrameWalker::new(max_len);
+        let mut frame_trace = FrameTrace::default();
         let mut buf = leftover;
         // Sync points forwarded (Query, FunctionCall, Sync): each yields one ReadyForQuery.
         let mut syncs_sent: u64 = 0;
@@ -1627,6 +1763,17 @@ async fn relay(
                                     false
                                 }
                             };
+                            if trace {
+                                for audited in &checked.audit {
+                                    info!(
+                                        target: "sluice::protocol",
+                                        session = session_id,
+                                        statement = %audited.classification.normalized,
+                                        refused = refused_now,
+                                        "statement"
+                                    );
+                                }
+                            }
                             if !checked.audit.is_empty() {
                                 let raw = session.audit_literals().then(|| {
                                     let text = body
@@ -1719,6 +1866,9 @@ async fn relay(
                             fingerprint,
                         }));
                     }
+                    if trace {
+                        frame_trace.list(&out, session_id, "client");
+                    }
                     if let Err(e) = write_all(&mut backend_tx, out).await {
                         return End::Io("backend", e);
                     }
@@ -1791,6 +1941,7 @@ async fn relay(
 
     let downstream = async {
         let mut walker = FrameWalker::new(max_len);
+        let mut frame_trace = FrameTrace::default();
         let mut buf = BytesMut::with_capacity(buffer);
         let mut windows_seen: u64 = 0;
         // What the masker sends instead of the frames it rewrites (reused per read).
@@ -1954,6 +2105,9 @@ async fn relay(
                     }
                     meter.top.borrow_mut().added(trip.fingerprint, added_ns);
                 }
+                if trace {
+                    frame_trace.list(&out, session_id, "backend");
+                }
                 if let Err(e) = writer.relay(out, walker.at_boundary()).await {
                     return (End::Io("client", e), false);
                 }
@@ -2034,6 +2188,40 @@ mod tests {
             rest = &rest[1 + len..];
         }
         out
+    }
+
+    #[test]
+    fn the_protocol_trace_lists_messages_across_pieces_and_never_values() {
+        let mut stream = frame(b'T', b"\0\x01email\0");
+        stream.extend(frame(b'D', &[b'x'; 40]));
+        stream.extend(frame(b'E', b"SERROR\0C23505\0Mduplicate key 4242\0\0"));
+        stream.extend(frame(b'Z', b"I"));
+        let mut trace = FrameTrace::default();
+        // The DataRow leaves in two pieces, as a large one would.
+        let cut = 13 + 10;
+        let first = trace.messages(&stream[..cut], true);
+        let second = trace.messages(&stream[cut..], true);
+        let tags: Vec<(u8, usize)> = first.iter().chain(&second).map(|m| (m.0, m.1)).collect();
+        assert_eq!(tags, vec![(b'T', 13), (b'D', 45), (b'E', 40), (b'Z', 6)]);
+        assert_eq!(second[0].2.as_deref(), Some("23505"));
+        // Client messages never carry a SQLSTATE.
+        assert!(FrameTrace::default()
+            .messages(&frame(b'E', b"C23505\0\0"), false)
+            .iter()
+            .all(|m| m.2.is_none()));
+    }
+
+    #[test]
+    fn the_refusal_log_budget_summarizes_a_flood() {
+        let budget = RefusalLogBudget::new(3);
+        let t0 = Instant::now();
+        let allowed = (0..10).filter(|_| budget.allow(t0)).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(budget.suppressed.get(), 7);
+        budget.roll(t0 + Duration::from_millis(500));
+        assert_eq!(budget.suppressed.get(), 7, "the same second");
+        assert!(budget.allow(t0 + Duration::from_secs(1)));
+        assert_eq!(budget.suppressed.get(), 0, "a new second starts afresh");
     }
 
     #[test]

@@ -260,3 +260,37 @@ async fn every_statement_leaves_an_audit_event() {
         .as_array()
         .is_some_and(|f| f.iter().any(|x| x == "no_where")));
 }
+
+// A session without a masking profile gets the policy's error, not the stand-in's, for a
+// statement refused in the extended protocol after earlier round trips (each Sync opens a
+// new window of the backend's answers, and the refusal must be matched to its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_session_gets_the_policy_error_after_earlier_syncs() {
+    let fx = Fixture::start();
+    seed(&fx).await;
+    let alice = as_member(&fx, "alice", "engineering").await;
+    for id in 1..=3i32 {
+        let row = guard(
+            "read",
+            alice.query_one("SELECT email FROM customers WHERE id = $1", &[&id]),
+        )
+        .await
+        .expect("engineering reads");
+        let email: String = row.get(0);
+        assert_eq!(email, format!("c{id}@example.com"), "alice is not masked");
+    }
+    let e = expect_sqlstate(
+        guard(
+            "dangerous function",
+            alice.query_one("SELECT pg_read_file($1)", &[&"/etc/hostname"]),
+        )
+        .await,
+        REFUSED,
+    );
+    assert!(
+        describe(&e).contains("only-dba-calls-dangerous-functions"),
+        "the refusal names its rule: {}",
+        describe(&e)
+    );
+    assert_alive(&alice, "after the refusal").await;
+}
