@@ -136,6 +136,8 @@ enum Command {
     Sessions(recordings::SessionsCommand),
     /// Replay a recorded session as its user saw it (after masking).
     Replay(recordings::ReplayArgs),
+    /// Load-test PostgreSQL endpoints side by side, or run fault scenarios (`chaos`).
+    Loadtest(sluice_loadtest::LoadtestArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -153,6 +155,16 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // The load test chooses its own exit code (a failed --fail-if threshold is not an error).
+    let cli = match cli.command {
+        Command::Loadtest(args) => {
+            return sluice_loadtest::run(args).unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            })
+        }
+        command => Cli { command, ..cli },
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -210,6 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => admin::audit(&socket("audit")?, a.args),
         Command::Sessions(c) => recordings::sessions(&config("sessions")?, c),
         Command::Replay(a) => recordings::replay(&config("replay")?, a),
+        Command::Loadtest(a) => sluice_loadtest::run(a).map(drop),
     }
 }
 
