@@ -157,6 +157,10 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// I/O driver of the load threads' runtimes (io-uring falls back to epoll where the
+    /// kernel refuses it).
+    #[arg(long, value_enum, default_value_t = crate::runtime::Driver::Epoll)]
+    pub driver: crate::runtime::Driver,
     /// Longest any single client operation may take before it counts as a hang (error
     /// `timeout`) and the connection is replaced.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]

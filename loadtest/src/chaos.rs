@@ -44,6 +44,7 @@ pub struct ScenarioReport {
 pub fn run(args: ChaosArgs) -> Result<ExitCode> {
     let load = &args.load;
     load.validate()?;
+    crate::runtime::set_driver(load.driver);
     if load.targets.len() != 1 {
         bail!("chaos runs against exactly one --target");
     }

@@ -366,6 +366,24 @@ impl Conn {
         }
     }
 
+    /// Whether a whole result (up to a ReadyForQuery) is already in the read buffer, so
+    /// reading it needs no I/O. Pipelined connections use it to send a batch of new
+    /// requests once per socket read instead of once per result.
+    pub fn result_buffered(&self) -> bool {
+        let mut at = self.rpos;
+        while let Some(header) = self.rbuf.get(at..at + 5) {
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            if len < 4 || at + 1 + len > self.rbuf.len() {
+                return false;
+            }
+            if header[0] == b'Z' {
+                return true;
+            }
+            at += 1 + len;
+        }
+        false
+    }
+
     /// Reads up to and including the next ReadyForQuery. A FATAL ErrorResponse followed by
     /// end of file is reported with its SQLSTATE.
     pub async fn read_result(&mut self) -> Result<ResultSummary, ConnError> {

@@ -42,6 +42,7 @@ pub struct Plan {
     pub warmup: Duration,
     pub reconnect_every: Option<u64>,
     pub op_timeout: Duration,
+    pub driver: crate::runtime::Driver,
     pub seed: u64,
 }
 
@@ -245,6 +246,7 @@ fn run_thread(
     ready: mpsc::Sender<Result<(), String>>,
     go: mpsc::Receiver<Option<Window>>,
 ) -> Result<Stats> {
+    crate::runtime::set_driver(plan.driver);
     crate::runtime::block_on(thread_main(index, plan, progress, ready, go))
 }
 
@@ -512,7 +514,14 @@ async fn drive(ctx: Rc<ThreadCtx>, conn: Conn, quota: u64, seed: u64) {
             break;
         }
 
-        let step = match within(&ctx, c.flush()).await {
+        // With results already buffered, new requests wait in `out` and go out together
+        // with the ones the next buffered results release.
+        let flushed = if c.result_buffered() {
+            Some(())
+        } else {
+            within(&ctx, c.flush()).await
+        };
+        let step = match flushed {
             Some(()) => match within(&ctx, c.read_result()).await {
                 Some(summary) => Step::Ok(summary),
                 None => Step::Failed,

@@ -40,12 +40,12 @@
 //!
 //! ## Runtime choice
 //!
-//! monoio on io_uring (with the COOP_TASKRUN ring flags of design.md §7), falling back to
-//! its epoll driver where io_uring is unavailable (`SLUICE_LOADTEST_DRIVER=epoll` forces
-//! it). io_uring batches a pipelined connection's writes and reads into few syscalls,
-//! which is where a load generator's CPU goes. TLS uses monoio-rustls, which covers what
-//! is needed here (a client handshake over a monoio `TcpStream`, then owned-buffer reads
-//! and writes), so tokio is not pulled in.
+//! monoio, one single-threaded runtime per thread, on its epoll driver by default and on
+//! io_uring with `--driver io-uring` (see `runtime.rs` for the measurement behind the
+//! default: a closed-loop client has nothing to batch, and epoll's direct `send`/`recv`
+//! costs less per transaction here). TLS uses monoio-rustls, which covers what is needed
+//! (a client handshake over a monoio `TcpStream`, then owned-buffer reads and writes), so
+//! tokio is not pulled in.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -68,6 +68,7 @@ mod workload;
 
 pub use args::{ChaosArgs, LoadArgs, LoadtestArgs, LoadtestCommand, Scenario};
 pub use report::{Report, Threshold};
+pub use runtime::Driver;
 pub use url::{SslMode, Target};
 pub use workload::{Builtin, Protocol};
 
@@ -133,6 +134,7 @@ pub(crate) fn load_script(args: &LoadArgs, first: &ResolvedTarget) -> Result<Scr
 
 fn run_load(args: LoadArgs) -> Result<ExitCode> {
     args.validate()?;
+    runtime::set_driver(args.driver);
     let targets = resolve_targets(&args)?;
     let first = &targets[0];
     if args.init {
@@ -250,7 +252,7 @@ pub(crate) fn measure(
             warmup_s: args.warmup.as_secs_f64(),
             rounds: args.rounds,
             reconnect_every: args.reconnect_every,
-            driver: runtime::driver_name().into(),
+            driver: runtime::driver_name(args.driver).into(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
         targets: reports,
@@ -273,6 +275,7 @@ pub(crate) fn plan_for(args: &LoadArgs, t: &ResolvedTarget, script: &Script, see
         warmup: args.warmup,
         reconnect_every: args.reconnect_every,
         op_timeout: args.op_timeout,
+        driver: args.driver,
         seed,
     }
 }

@@ -70,7 +70,10 @@ fn pgbench_workloads_and_custom_scripts_in_every_protocol() {
     for protocol in ["simple", "extended", "prepared"] {
         for (workload, extra) in [
             ("select-only", vec![]),
-            ("select-only", vec!["--pipeline", "8"]),
+            (
+                "select-only",
+                vec!["--pipeline", "8", "--driver", "io-uring"],
+            ),
             ("tpcb-like", vec![]),
             ("custom", vec!["--script", custom.as_str()]),
         ] {
