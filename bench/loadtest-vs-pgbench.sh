@@ -53,7 +53,7 @@ run() { # tool mode -> "tps cpu_us_per_txn"
             txns=$(awk '/number of transactions actually processed/{split($0,a,": "); split(a[2],b,"/"); print b[1]; exit}' <<<"$out")
             ;;
         loadtest)
-            "$bin" loadtest -q --target direct="$url" -w select-only -c "$clients" -j "$threads" \
+            "$bin" loadtest -q --target direct="$url" -w select-only --connections "$clients" -j "$threads" \
                 -T "${seconds}s" -M "$mode" --scale "$scale" --json "$work/lt.json" >"$work/lt.out"
             tps=$(awk -F'|' '$2 ~ /^ direct / { gsub(/ /, "", $3); print $3; exit }' "$work/lt.out")
             txns=$(grep -m1 -Eo '"transactions": [0-9]+' "$work/lt.json" | awk '{print $2}')

@@ -107,8 +107,9 @@ pub struct LoadArgs {
     /// Transactions in flight per connection (single-statement workloads only).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub pipeline: u32,
-    /// Connections per target.
-    #[arg(long, short = 'c', default_value_t = 8)]
+    /// Connections per target (pgbench's -c; no short option here, because `sluice`'s
+    /// global -c is --config).
+    #[arg(long, visible_aliases = ["clients", "client"], default_value_t = 8)]
     pub connections: u32,
     /// Threads, each with its own runtime (default: one per core).
     #[arg(long, short = 'j')]
@@ -286,5 +287,40 @@ mod tests {
         assert!(parse_named_target("postgres://x@y/z").is_err());
         assert!(parse_named_pid("pg=12").is_ok());
         assert!(parse_named_pid("pg=x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::{CommandFactory, Parser, Subcommand};
+
+    /// The shape of the `sluice` binary: a global `-c/--config` beside this subcommand.
+    #[derive(Parser)]
+    struct Binary {
+        #[arg(long, short, global = true)]
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: Sub,
+    }
+
+    #[derive(Subcommand)]
+    enum Sub {
+        Loadtest(super::LoadtestArgs),
+    }
+
+    #[test]
+    fn fits_into_the_sluice_binary() {
+        Binary::command().debug_assert();
+        let parsed = Binary::try_parse_from([
+            "sluice",
+            "loadtest",
+            "--target",
+            "a=postgres://u@h/d",
+            "--clients",
+            "3",
+        ])
+        .expect("parse");
+        let Sub::Loadtest(args) = parsed.command;
+        assert_eq!(args.load.connections, 3);
     }
 }

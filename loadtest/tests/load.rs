@@ -78,7 +78,17 @@ fn pgbench_workloads_and_custom_scripts_in_every_protocol() {
             ("custom", vec!["--script", custom.as_str()]),
         ] {
             let mut args = vec![
-                "--target", &target, "-w", workload, "-M", protocol, "-c", "4", "-j", "2", "-t",
+                "--target",
+                &target,
+                "-w",
+                workload,
+                "-M",
+                protocol,
+                "--connections",
+                "4",
+                "-j",
+                "2",
+                "-t",
                 "120",
             ];
             args.extend(extra.iter().copied());
@@ -111,7 +121,7 @@ fn pgbench_workloads_and_custom_scripts_in_every_protocol() {
         &second,
         "--rounds",
         "2",
-        "-c",
+        "--connections",
         "2",
         "-t",
         "40",
@@ -143,7 +153,16 @@ fn pgbench_workloads_and_custom_scripts_in_every_protocol() {
 
     // Duration mode with a warm-up.
     let (code, report) = run_json(&[
-        "--target", &target, "-c", "2", "-T", "1s", "--warmup", "200ms", "--pid", "self=1",
+        "--target",
+        &target,
+        "--connections",
+        "2",
+        "-T",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--pid",
+        "self=1",
     ]);
     assert_eq!(code, ExitCode::SUCCESS);
     let t = first_target(&report);
@@ -166,7 +185,16 @@ fn errors_are_counted_by_sqlstate_and_thresholds_decide_the_exit_code() {
     );
     for protocol in ["simple", "extended"] {
         let (code, report) = run_json(&[
-            "--target", &target, "-f", &failing, "-M", protocol, "-c", "2", "-t", "50",
+            "--target",
+            &target,
+            "-f",
+            &failing,
+            "-M",
+            protocol,
+            "--connections",
+            "2",
+            "-t",
+            "50",
         ]);
         assert_eq!(code, ExitCode::SUCCESS, "errors alone do not fail a run");
         let t = first_target(&report);
@@ -179,7 +207,7 @@ fn errors_are_counted_by_sqlstate_and_thresholds_decide_the_exit_code() {
         &target,
         "-f",
         &failing,
-        "-c",
+        "--connections",
         "1",
         "-t",
         "5",
@@ -200,7 +228,7 @@ fn errors_are_counted_by_sqlstate_and_thresholds_decide_the_exit_code() {
             &target,
             "-f",
             &ok,
-            "-c",
+            "--connections",
             "1",
             "-t",
             "5",
@@ -217,7 +245,7 @@ fn errors_are_counted_by_sqlstate_and_thresholds_decide_the_exit_code() {
             &target,
             "-f",
             &ok,
-            "-c",
+            "--connections",
             "1",
             "-t",
             "5",
@@ -232,7 +260,7 @@ fn errors_are_counted_by_sqlstate_and_thresholds_decide_the_exit_code() {
             &target,
             "-f",
             &ok,
-            "-c",
+            "--connections",
             "1",
             "-t",
             "5",
@@ -285,8 +313,20 @@ fn tls_targets_verify_the_server() {
     let require = format!("encrypted={url}?sslmode=require");
     let plain = format!("plain={url}?sslmode=disable");
     let (code, report) = run_json(&[
-        "--target", &plain, "--target", &verify, "--target", &require, "-f", &ok, "-c", "2", "-t",
-        "30", "-M", "extended",
+        "--target",
+        &plain,
+        "--target",
+        &verify,
+        "--target",
+        &require,
+        "-f",
+        &ok,
+        "--connections",
+        "2",
+        "-t",
+        "30",
+        "-M",
+        "extended",
     ]);
     assert_eq!(code, ExitCode::SUCCESS);
     for t in report["targets"].as_array().expect("targets") {
@@ -350,7 +390,7 @@ fn chaos_backend_restart_and_vanishing_clients_leak_nothing() {
         &url,
         "-f",
         &ok,
-        "-c",
+        "--connections",
         "2",
         "-T",
         "3s",
