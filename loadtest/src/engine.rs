@@ -19,6 +19,9 @@ use crate::workload::{Protocol, Rng, Script};
 const HIST_MAX_NS: u64 = 3_600_000_000_000;
 /// Pause between failed connection attempts, so a dead server is not hammered.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// monoio's timer wheel ticks in milliseconds: how late a sleeping connection may wake
+/// before the delay counts against the server.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// How often the progress counters are published.
 pub const PROGRESS_TICK: Duration = Duration::from_millis(100);
 
@@ -476,7 +479,8 @@ async fn drive(ctx: Rc<ThreadCtx>, conn: Conn, quota: u64, seed: u64) {
             && window.end.is_none_or(|end| now < end)
         {
             let due = if mean_gap.is_some() {
-                if next_due > now {
+                let slept = next_due > now;
+                if slept {
                     if !inflight.is_empty() {
                         break;
                     }
@@ -486,7 +490,15 @@ async fn drive(ctx: Rc<ThreadCtx>, conn: Conn, quota: u64, seed: u64) {
                         break;
                     }
                 }
-                let due = next_due;
+                // An idle connection that slept until the transaction was due wakes up to a
+                // timer tick late; that is the generator's lateness, not the server's, so
+                // the clock starts at wake-up. Anything later than the slack (a backlog
+                // behind a slow server, or a starved generator) still counts.
+                let due = if slept && now.saturating_duration_since(next_due) <= TIMER_SLACK {
+                    now.max(next_due)
+                } else {
+                    next_due
+                };
                 next_due += draw_gap(&mut rng);
                 due
             } else {
