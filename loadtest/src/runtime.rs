@@ -5,8 +5,9 @@
 //! and has nothing to batch them with. monoio's epoll driver tries the `send` and `recv`
 //! directly and only parks when a read would block; on io_uring every write is a
 //! submission whose completion takes another pass through the runtime. Measured on the
-//! 2-core machine of README's tables (select-only, `-c 8 -j 2`, interleaved): epoll
-//! 19–24 µs of loadtest CPU per transaction against 28 µs on io_uring, and more TPS.
+//! 2-core machine of README's tables in quick A/B runs (select-only simple, 8 connections,
+//! 2 threads, 5 s, interleaved): epoll 17–24 µs of loadtest CPU per transaction against
+//! 24–28 µs on io_uring, and more TPS.
 
 use std::future::Future;
 
