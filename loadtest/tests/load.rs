@@ -437,3 +437,35 @@ fn chaos_backend_restart_and_vanishing_clients_leak_nothing() {
         scenarios[0]
     );
 }
+
+#[test]
+fn demo_workloads_read_the_shop() {
+    let cluster = start_cluster();
+    sluice_pgharness::demo::seed_shop(&cluster).expect("seed shop");
+    let target = format!("shop={}", cluster.url("shop"));
+    for (workload, protocol) in [
+        ("point-select", "prepared"),
+        ("wide-rows", "extended"),
+        ("wide-rows", "simple"),
+    ] {
+        let (code, report) = run_json(&[
+            "--target",
+            &target,
+            "-w",
+            workload,
+            "-M",
+            protocol,
+            "--connections",
+            "2",
+            "-t",
+            "40",
+        ]);
+        assert_eq!(code, ExitCode::SUCCESS, "{workload} {protocol}");
+        let t = first_target(&report);
+        assert_eq!(
+            t["rounds"][0]["transactions"], 40,
+            "{workload} {protocol}: {t}"
+        );
+        assert_eq!(t["error_total"], 0, "{workload} {protocol}: {t}");
+    }
+}
