@@ -152,6 +152,8 @@ enum Command {
     /// host.
     #[command(subcommand)]
     Tune(tune::TuneCommand),
+    /// Load-test PostgreSQL endpoints side by side, or run fault scenarios (`chaos`).
+    Loadtest(sluice_loadtest::LoadtestArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -170,8 +172,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        // The only command whose exit code carries a verdict of its own.
+        // Commands whose exit code carries a verdict of its own (a failed check or
+        // --fail-if threshold is not an error).
         Command::Tune(command) => tune::run(cli.config.as_deref(), command),
+        Command::Loadtest(args) => sluice_loadtest::run(args),
         _ => run(cli).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -236,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => admin::audit(&socket("audit")?, a.args),
         Command::Sessions(c) => recordings::sessions(&config("sessions")?, c),
         Command::Replay(a) => recordings::replay(&config("replay")?, a),
-        Command::Tune(_) => unreachable!("handled in main"),
+        Command::Tune(_) | Command::Loadtest(_) => unreachable!("handled in main"),
     }
 }
 
