@@ -153,7 +153,8 @@ pub fn reload(socket: &Path) -> anyhow::Result<()> {
 ///
 /// With `[metrics] listen` configured it also asks the gateway whether it is ready (each
 /// worker's snapshot and tick, each backend's reachability), and fails when either
-/// process is down or the gateway is not ready.
+/// process is down or the gateway is not ready. With `--json`, control's fields are at the
+/// top level (`control_error` when it cannot be asked) and the gateway's under `gateway`.
 pub fn status(config: &Path, f: JsonFlag) -> anyhow::Result<()> {
     let control = call(&socket(config)?, &AdminRequest::Status);
     let gateway = match crate::observe::endpoint(config) {
@@ -167,11 +168,18 @@ pub fn status(config: &Path, f: JsonFlag) -> anyhow::Result<()> {
             Some(Ok((text, _))) => serde_json::from_str(text).unwrap_or(Value::Null),
             Some(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
         };
-        let control_json = match &control {
-            Ok(v) => v.clone(),
-            Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+        // Control's own fields stay at the top level (what scripts already read), the
+        // gateway's readiness beside them.
+        let mut combined = match &control {
+            Ok(Value::Object(map)) => map.clone(),
+            Ok(other) => serde_json::Map::from_iter([("control".to_owned(), other.clone())]),
+            Err(e) => serde_json::Map::from_iter([(
+                "control_error".to_owned(),
+                Value::String(format!("{e:#}")),
+            )]),
         };
-        print_json(&serde_json::json!({ "control": control_json, "gateway": gateway_json }))?;
+        combined.insert("gateway".to_owned(), gateway_json);
+        print_json(&Value::Object(combined))?;
     } else {
         match &control {
             Ok(v) => print(&status_text(v))?,

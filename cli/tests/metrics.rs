@@ -259,7 +259,7 @@ fn readiness_follows_the_backend_and_control() {
     assert_eq!(status, 200);
     let out = gw.sluice(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
-    assert!(v["control"]["error"].is_string(), "{v}");
+    assert!(v["control_error"].is_string(), "{v}");
     assert!(v["gateway"]["workers"].is_array(), "{v}");
     assert!(!out.status.success());
 }

@@ -242,9 +242,9 @@ impl Endpoint {
 
 /// Binds `addr` and serves on a thread of its own until the process ends.
 pub fn start(addr: SocketAddr, observed: Observed) -> anyhow::Result<Endpoint> {
-    let server = tiny_http::Server::http(addr)
+    let server = tiny_http::Server::from_listener(reuseport_listener(addr)?, None)
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("binding the metrics listener {addr}"))?;
+        .with_context(|| format!("serving the metrics listener {addr}"))?;
     let local = server
         .server_addr()
         .to_ip()
@@ -267,6 +267,21 @@ pub fn start(addr: SocketAddr, observed: Observed) -> anyhow::Result<Endpoint> {
         .context("spawning the metrics thread")?;
     info!(address = %local, "metrics, health and statement statistics at http://{local}/metrics, /healthz, /readyz, /top");
     Ok(Endpoint { addr: local })
+}
+
+/// The endpoint's socket, with `SO_REUSEPORT` like the data path's: a new gateway that
+/// `sluice up` starts beside the one it is about to retire binds the same address (scrapes
+/// reach either while both run).
+fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding the metrics listener {addr}"))?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
