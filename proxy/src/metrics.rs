@@ -519,6 +519,27 @@ pub struct TopEntry {
     pub added_max_ns: u64,
 }
 
+/// Hashes a statement fingerprint (itself a 64-bit hash) to itself.
+#[derive(Default)]
+pub struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys reach this map; fold anything else rather than panic.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Longest statement text kept per fingerprint.
 pub const TOP_TEXT_MAX: usize = 200;
 
@@ -530,8 +551,9 @@ pub const TOP_TEXT_MAX: usize = 200;
 pub struct StatementTop {
     capacity: usize,
     entries: Vec<TopEntry>,
-    /// Fingerprint → index in `entries`.
-    index: HashMap<u64, usize>,
+    /// Fingerprint → index in `entries`. A fingerprint is already a hash: it is used as
+    /// its own (no SipHash on every statement).
+    index: HashMap<u64, usize, std::hash::BuildHasherDefault<FingerprintHasher>>,
     /// Resource and fingerprint of each entry (the key as numbers).
     keys: Vec<u64>,
     dirty: bool,
@@ -543,7 +565,7 @@ impl StatementTop {
         StatementTop {
             capacity: capacity.max(1),
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             keys: Vec::new(),
             dirty: false,
         }
