@@ -13,7 +13,9 @@
 //! socket or a clock ([`handshake`], [`backend_login`], [`walker`], control's `policy` and
 //! `identity`) and in the `codecs` crate, so they are tested without a network. It must
 //! never block a worker (no locks or cross-thread channels on the data path; the cancel-key
-//! table is touched only at session start/end and on cancel), never hold a backend secret
+//! table is touched only at session start/end and on cancel; each worker's [`metrics`] are
+//! written by that worker alone and read by the [`observe`] thread where they lie), never
+//! hold a backend secret
 //! where a log could print it, never reach a backend before the client is authenticated and
 //! admitted by policy, and never let one session's bad input end another session.
 
