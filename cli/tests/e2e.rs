@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{run, run_ok, scrub_env, sluice_bin, Gateway, Options, Proc};
+use support::{number_after, pgbench, run, run_ok, scrub_env, sluice_bin, Gateway, Options, Proc};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -345,39 +345,6 @@ fn a_million_row_result_streams_without_growing_gateway_memory() {
 // ---------------------------------------------------------------------------------------
 // 4. pgbench in every query mode, with both I/O drivers
 // ---------------------------------------------------------------------------------------
-
-fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new("pgbench");
-    scrub_env(&mut cmd);
-    cmd.args(args)
-        .args(["-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", "alice"])
-        .arg("app")
-        .env("PGPASSWORD", token);
-    let description = format!("pgbench {}", args.join(" "));
-    let out = run(&mut cmd, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "{description} failed ({}):\nstdout:\n{}\nstderr:\n{}\ngateway log:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr),
-        gw.proc.log_text()
-    );
-    text(&out.stdout)
-}
-
-fn number_after(report: &str, label: &str) -> u64 {
-    let line = report
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no {label:?} in pgbench output:\n{report}"));
-    line[label.len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.split('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse {line:?}"))
-}
 
 fn pgbench_all_modes(driver: &'static str) {
     let gw = Gateway::start(Options {

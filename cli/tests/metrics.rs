@@ -8,12 +8,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{run, scrub_env, Gateway, Options};
+use support::{number_after, pgbench, plain, run, Gateway, Options};
 
 fn get(port: u16, path: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -43,34 +42,6 @@ fn samples(text: &str) -> HashMap<String, f64> {
 
 fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or(0.0)
-}
-
-fn number_after(report: &str, label: &str) -> u64 {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix(label))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.split('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {label:?} in pgbench output:\n{report}"))
-}
-
-fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new("pgbench");
-    scrub_env(&mut cmd);
-    cmd.args(args)
-        .args(["-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", "alice"])
-        .arg("app")
-        .env("PGPASSWORD", token);
-    let out = run(&mut cmd, Duration::from_secs(180));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "pgbench {args:?} failed:\n{stdout}\n{}\ngateway log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.proc.log_text()
-    );
-    stdout
 }
 
 const READ_ALLOW: &str = r#"sluice_statements_total{resource="app",class="read",decision="allow"}"#;
@@ -264,24 +235,6 @@ fn readiness_follows_the_backend_and_control() {
     assert!(!out.status.success());
 }
 
-/// The log without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// One login with a wrong token over plain TCP, as fast as the protocol allows.
 fn bad_login(port: u16) {
     use std::io::{Read, Write};
@@ -343,7 +296,7 @@ fn a_flood_of_bad_logins_is_summarized_and_sampled_traces_hold_no_values() {
         ),
         ATTEMPTS as f64
     );
-    let log = strip_ansi(&gw.proc.log_text());
+    let log = plain(&gw.proc.log_text());
     let refused_lines = log
         .lines()
         .filter(|l| l.contains("session end") && l.contains("28P01"))

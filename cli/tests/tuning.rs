@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{run, run_ok, scrub_env, sluice_bin, Gateway, Options};
+use support::{plain, run, run_ok, scrub_env, sluice_bin, Gateway, Options};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -27,24 +27,6 @@ fn sluice_ok(args: &[&str]) -> String {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The gateway's log without terminal colour codes (`ESC [ … m`).
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A demo-style deployment written without starting anything.

@@ -89,18 +89,22 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
     )
     .await;
     let metrics = &ctx.metrics;
+    let finish = |auth: Option<&Authenticated>, end: &End| {
+        log_end(
+            session_id,
+            peer,
+            auth,
+            started,
+            &counters,
+            end,
+            &ctx.refusal_log,
+        )
+    };
     let (client, leftover, auth) = match handshake {
         Err(_) => {
-            metrics.refused(RefusedReason::Timeout);
-            return log_end(
-                session_id,
-                peer,
-                None,
-                started,
-                &counters,
-                &End::HandshakeTimeout,
-                &ctx.refusal_log,
-            );
+            let end = End::HandshakeTimeout;
+            count_refusal(metrics, &end);
+            return finish(None, &end);
         }
         Ok(Err((client, end))) => {
             count_refusal(metrics, &end);
@@ -110,15 +114,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
                 }
                 let _ = client.shutdown().await;
             }
-            return log_end(
-                session_id,
-                peer,
-                None,
-                started,
-                &counters,
-                &end,
-                &ctx.refusal_log,
-            );
+            return finish(None, &end);
         }
         Ok(Ok(done)) => {
             metrics.auth_latency.record(started.elapsed());
@@ -129,15 +125,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<WorkerContext>) 
     if let End::Refused(_) = &end {
         count_refusal(metrics, &end);
     }
-    log_end(
-        session_id,
-        peer,
-        Some(&auth),
-        started,
-        &counters,
-        &end,
-        &ctx.refusal_log,
-    );
+    finish(Some(&auth), &end);
 }
 
 /// Counts a connection that ended before its session started, by why.

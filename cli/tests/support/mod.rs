@@ -590,3 +590,54 @@ impl Session {
         }
     }
 }
+
+/// The gateway's log without terminal colour codes (`ESC [ … m`).
+pub fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs pgbench as alice against the gateway's `app` with `token`; panics with its output
+/// and the gateway's log unless it succeeds. Returns its report.
+pub fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("pgbench");
+    scrub_env(&mut cmd);
+    cmd.args(args)
+        .args(["-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", "alice"])
+        .arg("app")
+        .env("PGPASSWORD", token);
+    let out = run(&mut cmd, Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pgbench {} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}\ngateway log:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        gw.proc.log_text()
+    );
+    stdout
+}
+
+/// The number after `label` on its line of a pgbench report (`12/34` gives 12).
+pub fn number_after(report: &str, label: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {label:?} in pgbench output:\n{report}"))
+}
