@@ -38,7 +38,6 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/install-deps.sh
-command -v pgbouncer >/dev/null 2>&1 || { apt-get install -y -qq pgbouncer >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }; }
 cargo build --release -p sluice >&2
 bin=${CARGO_TARGET_DIR:-target}/release/sluice
 # shellcheck source=bench/lib.sh
@@ -81,34 +80,8 @@ start_variant idle io_uring $((port + 12)) ""
 idle_pid=$variant_pid
 
 port_bouncer=$((port + 5))
-mkdir -m 777 "$work/bouncer"
-cp "$demo_dir/server.crt" "$demo_dir/server.key" "$work/bouncer/"
-cat >"$work/bouncer/pgbouncer.ini" <<INI
-[databases]
-shop = host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user password=$direct_pw
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port_bouncer
-unix_socket_dir =
-auth_type = trust
-auth_file = $work/bouncer/users.txt
-pool_mode = session
-max_client_conn = $((idle + 500))
-default_pool_size = 150
-client_tls_sslmode = allow
-client_tls_cert_file = $work/bouncer/server.crt
-client_tls_key_file = $work/bouncer/server.key
-logfile = $work/bouncer/pgbouncer.log
-pidfile = $work/bouncer/pgbouncer.pid
-INI
-echo "\"$direct_user\" \"\"" >"$work/bouncer/users.txt"
-chmod 644 "$work/bouncer/"*
-runas=()
-[ "$(id -u)" -eq 0 ] && runas=(-u postgres)
 ulimit -n $((idle * 2 + 4096)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-pgbouncer -d "${runas[@]}" "$work/bouncer/pgbouncer.ini"
-for _ in $(seq 1 40); do port_open "$port_bouncer" && break; sleep 0.25; done
-bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
+start_pgbouncer "$port_bouncer" 150 $((idle + 500)) "$demo_dir"
 trap 'kill "$bouncer_pid" 2>/dev/null || true; bench_cleanup' EXIT
 
 bob="postgres://bob:$BOB_TOKEN@127.0.0.1"

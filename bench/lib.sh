@@ -32,3 +32,29 @@ start_demo() { # BIN PORT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "-"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+
+# Starts PgBouncer (session pooling, trust auth, Debian's package, installed when missing) in
+# front of the demo's PostgreSQL on 127.0.0.1:PORT; sets `bouncer_pid`. With a TLS directory
+# (holding server.crt and server.key), clients may use TLS (client_tls_sslmode = allow).
+start_pgbouncer() { # PORT POOL_SIZE MAX_CLIENTS [TLS_DIR]
+    command -v pgbouncer >/dev/null 2>&1 || { apt-get install -y -qq pgbouncer >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }; }
+    local dir="$bench_work/bouncer" runas=()
+    mkdir -m 777 "$dir"
+    {
+        printf '[databases]\nshop = host=127.0.0.1 port=%s dbname=shop user=%s password=%s\n' "$direct_port" "$direct_user" "$direct_pw"
+        printf '[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %s\nunix_socket_dir =\n' "$1"
+        printf 'auth_type = trust\nauth_file = %s/users.txt\npool_mode = session\n' "$dir"
+        printf 'max_client_conn = %s\ndefault_pool_size = %s\n' "$3" "$2"
+        printf 'logfile = %s/pgbouncer.log\npidfile = %s/pgbouncer.pid\n' "$dir" "$dir"
+        if [ -n "${4:-}" ]; then
+            cp "$4/server.crt" "$4/server.key" "$dir/"
+            printf 'client_tls_sslmode = allow\nclient_tls_cert_file = %s/server.crt\nclient_tls_key_file = %s/server.key\n' "$dir" "$dir"
+        fi
+    } >"$dir/pgbouncer.ini"
+    echo "\"$direct_user\" \"\"" >"$dir/users.txt"
+    chmod 644 "$dir/"*
+    [ "$(id -u)" -eq 0 ] && runas=(-u postgres)
+    pgbouncer -d "${runas[@]}" "$dir/pgbouncer.ini"
+    for _ in $(seq 1 40); do port_open "$1" && break; sleep 0.25; done
+    bouncer_pid=$(cat "$dir/pgbouncer.pid")
+}

@@ -114,32 +114,7 @@ PGPASSWORD=$PGPASSWORD_DIRECT psql -qX "host=127.0.0.1 port=$direct_port dbname=
 
 bouncer_pid=""
 port_bouncer=$((port_uring + 5))
-if [ "$pgbouncer" = 1 ]; then
-    command -v pgbouncer >/dev/null 2>&1 || { apt-get install -y -qq pgbouncer >/dev/null 2>&1 || apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }
-    mkdir -m 777 "$work/bouncer"
-    cat >"$work/bouncer/pgbouncer.ini" <<INI
-[databases]
-shop = host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user password=$PGPASSWORD_DIRECT
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port_bouncer
-unix_socket_dir =
-auth_type = trust
-auth_file = $work/bouncer/users.txt
-pool_mode = session
-max_client_conn = 200
-default_pool_size = 50
-logfile = $work/bouncer/pgbouncer.log
-pidfile = $work/bouncer/pgbouncer.pid
-INI
-    echo "\"$direct_user\" \"\"" >"$work/bouncer/users.txt"
-    chmod 644 "$work/bouncer/"*
-    runas=()
-    [ "$(id -u)" -eq 0 ] && runas=(-u postgres)
-    pgbouncer -d "${runas[@]}" "$work/bouncer/pgbouncer.ini"
-    for _ in $(seq 1 40); do port_open "$port_bouncer" && break; sleep 0.25; done
-    bouncer_pid=$(cat "$work/bouncer/pgbouncer.pid")
-fi
+[ "$pgbouncer" = 1 ] && start_pgbouncer "$port_bouncer" 50 200
 stop_bouncer() { [ -n "$bouncer_pid" ] && kill "$bouncer_pid" 2>/dev/null || true; }
 trap 'stop_scrapers; stop_bouncer; bench_cleanup' EXIT
 scrape_every_second "$((port_uring + 1))" # the demo's gateway
