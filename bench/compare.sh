@@ -47,7 +47,6 @@ work=$bench_work
 port=$((20000 + RANDOM % 10000))
 start_demo "$bin" "$port"
 demo_dir=$(dirname "$SLUICE_CONFIG")
-url_direct="postgres://$direct_user:$direct_pw@127.0.0.1:$direct_port/shop"
 # 128 connections through PgBouncer (whose pool keeps its server connections open) and then
 # through Sluice need more than the 200 the demo's cluster allows: raise it and restart.
 PGPASSWORD=$direct_pw psql -qX "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" \
@@ -56,9 +55,7 @@ pgdata="$demo_dir/pg/data"
 pg_ctl=("$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)/pg_ctl" -D "$pgdata" -w -m fast -l "$demo_dir/pg/restart.log" restart)
 if [ "$(id -un)" = "$(stat -c %U "$pgdata")" ]; then "${pg_ctl[@]}" >&2; else runuser -u "$(stat -c %U "$pgdata")" -- "${pg_ctl[@]}" >&2; fi
 echo "creating pgbench's tables (scale $scale)" >&2
-"$bin" loadtest -q --target direct="$url_direct" --init --init-only --scale "$scale" >&2
-PGPASSWORD=$direct_pw psql -qX "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" \
-    -c "GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers TO sluice_gateway" >/dev/null
+init_pgbench_tables "$bin" "$scale"
 
 # Extra gateways from the demo's config: no metrics endpoint of their own, their own
 # recording directory, and the changes each variant names.

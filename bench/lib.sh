@@ -58,3 +58,13 @@ start_pgbouncer() { # PORT POOL_SIZE MAX_CLIENTS [TLS_DIR]
     for _ in $(seq 1 40); do port_open "$1" && break; sleep 0.25; done
     bouncer_pid=$(cat "$dir/pgbouncer.pid")
 }
+
+# After `start_demo BIN PORT`: pgbench's tables at SCALE, created by `sluice loadtest --init`
+# straight on the demo's PostgreSQL and readable by the gateway's backend role; sets
+# `url_direct` (that PostgreSQL as a URL).
+init_pgbench_tables() { # BIN SCALE
+    url_direct="postgres://$direct_user:$direct_pw@127.0.0.1:$direct_port/shop"
+    "$1" loadtest -q --target direct="$url_direct" --init --init-only --scale "$2" >&2
+    PGPASSWORD=$direct_pw psql -qX "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" \
+        -c "GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers TO sluice_gateway" >/dev/null
+}

@@ -32,8 +32,8 @@ bin=${CARGO_TARGET_DIR:-target}/release/sluice
 work=$bench_work
 
 start_demo "$bin" $((20000 + RANDOM % 10000))
-url="postgres://$direct_user:$direct_pw@127.0.0.1:$direct_port/shop"
-"$bin" loadtest -q --target direct="$url" --init --init-only --scale "$scale" >&2
+init_pgbench_tables "$bin" "$scale"
+url=$url_direct
 
 # CPU seconds of every waited-for child of this shell so far (user + system). `times` must
 # run in this shell, not in a $(...) subshell, whose own children's account starts at zero.

@@ -33,10 +33,7 @@ work=$bench_work
 port=$((20000 + RANDOM % 10000))
 start_demo "$bin" "$port"
 demo_dir=$(dirname "$SLUICE_CONFIG")
-url_direct="postgres://$direct_user:$direct_pw@127.0.0.1:$direct_port/shop"
-"$bin" loadtest -q --target direct="$url_direct" --init --init-only --scale "$scale" >&2
-PGPASSWORD=$direct_pw psql -qX "host=127.0.0.1 port=$direct_port dbname=shop user=$direct_user" \
-    -c "GRANT SELECT ON pgbench_accounts, pgbench_branches, pgbench_tellers TO sluice_gateway" >/dev/null
+init_pgbench_tables "$bin" "$scale"
 
 targets=(--target "direct=$url_direct")
 pids=()
