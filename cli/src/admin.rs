@@ -153,7 +153,7 @@ pub fn reload(socket: &Path) -> anyhow::Result<()> {
 ///
 /// With `[metrics] listen` configured it also asks the gateway whether it is ready (each
 /// worker's snapshot and tick, each backend's reachability), and fails when either
-/// process is down or the gateway is not ready. With `--json`, control's fields are at the
+/// process cannot be asked (a gateway that answers but is not ready is reported, with why). With `--json`, control's fields are at the
 /// top level (`control_error` when it cannot be asked) and the gateway's under `gateway`.
 pub fn status(config: &Path, f: JsonFlag) -> anyhow::Result<()> {
     let control = call(&socket(config)?, &AdminRequest::Status);
@@ -191,15 +191,12 @@ pub fn status(config: &Path, f: JsonFlag) -> anyhow::Result<()> {
             Some(Err(e)) => print(&format!("gateway:           UNREACHABLE: {e:#}\n"))?,
         }
     }
-    let gateway_ok = match &gateway {
-        None => true,
-        Some(Ok((_, ready))) => *ready,
-        Some(Err(_)) => false,
-    };
-    match (control, gateway_ok) {
+    // Readiness is reported, not turned into an exit code: scripts poll this while a
+    // gateway starts, and a probe has /readyz itself.
+    match (control, gateway) {
         (Err(e), _) => Err(e),
-        (Ok(_), false) => anyhow::bail!("the gateway is not ready"),
-        (Ok(_), true) => Ok(()),
+        (Ok(_), Some(Err(e))) => Err(e.context("the gateway's metrics endpoint did not answer")),
+        (Ok(_), _) => Ok(()),
     }
 }
 

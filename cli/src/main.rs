@@ -116,7 +116,8 @@ enum Command {
     /// Make control re-read the config file and publish it (like SIGHUP).
     Reload,
     /// Control's status (snapshot generation, gateway subscribers, grants, issuers) and,
-    /// with `[metrics] listen`, the gateway's readiness; exits non-zero unless both are well.
+    /// with `[metrics] listen`, the gateway's readiness; exits non-zero when either cannot be
+    /// asked.
     Status(admin::JsonFlag),
     /// The statement fingerprints that cost the most, live, from the gateway's workers
     /// (`[metrics] listen`), like pg_stat_statements at the gateway.

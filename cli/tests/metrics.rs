@@ -211,8 +211,12 @@ fn readiness_follows_the_backend_and_control() {
         "{body}"
     );
     let out = gw.sluice(&["status"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("UNREACHABLE"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "both processes answer: {text}");
+    assert!(
+        text.contains("NOT READY") && text.contains("resource app: UNREACHABLE"),
+        "{text}"
+    );
     gw.cluster.start_again().expect("start PostgreSQL");
 
     // Control goes away: the gateway stays live; status says control is unreachable.

@@ -215,14 +215,6 @@ impl Gateway {
         let backlog = i32::try_from(io.backlog).unwrap_or(i32::MAX);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
-        // Bind every listener here so port 0 resolves once and all workers share it.
-        let first = reuseport_listener(shared.config.listen.address, backlog)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..workers {
-            listeners.push(reuseport_listener(local_addr, backlog)?);
-        }
-
         let (tx, rx) = watch::channel(Phase::Running);
         let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
             .map(|index| {
@@ -238,8 +230,8 @@ impl Gateway {
             .keys()
             .filter_map(|name| shared.backends.get(name).map(|b| (name.clone(), b.addr)))
             .collect();
-        // Bound before any worker accepts, so that a taken port stops the start-up and a
-        // probe that finds the gateway's port open finds this one open too.
+        // Bound before the gateway's own port, so that a taken port stops the start-up and
+        // whoever finds the gateway's port open finds this one open too.
         let metrics_addr = match shared.config.metrics.listen {
             None => None,
             Some(addr) => {
@@ -259,6 +251,14 @@ impl Gateway {
                 Some(crate::observe::start(addr, observed)?.local_addr())
             }
         };
+        // Bind every listener here so port 0 resolves once and all workers share it.
+        let first = reuseport_listener(shared.config.listen.address, backlog)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(reuseport_listener(local_addr, backlog)?);
+        }
+
         let backends = Arc::new(shared.backends);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let mut handles = Vec::new();
