@@ -201,6 +201,24 @@ fn sigkill_of_control_is_fail_static_then_closed_and_a_new_control_restores_serv
         assert!(Instant::now() < deadline, "service never came back");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Each worker finds the new control on its own tick, and alice's session may be on
+    // another worker than that connection was: wait until the gateway's readiness says
+    // every worker is fresh.
+    loop {
+        let out = gw.sluice(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let all_fresh = status["gateway"]["workers"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty() && w.iter().all(|w| w["snapshot_fresh"] == true));
+        if all_fresh {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every worker came back: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     alice.send("SELECT 12;");
     alice.expect_out("12");
     assert_eq!(gw.proc.pid(), proxy_pid);
